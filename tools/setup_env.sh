@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Create (or refresh) the project's virtual environment in .venv at the repository root.
+#
+#   bash tools/setup_env.sh            # idempotent: returns in seconds when .venv is up to date
+#
+# What it does, and why (details in docs/install.md):
+#   1. python3.11 -m venv .venv
+#   2. torch 2.14.1 + torchvision 0.29.1 (pinned in requirements.txt; they run on the CPU)
+#   3. mmcv 2.1.0 compiled *with its ops* (RoIAlign, nms, ... which Mask R-CNN needs). The wheel is
+#      built once into a cache outside the repository and reused afterwards:
+#        - build isolation off, or pip silently builds mmcv without ops;
+#        - mmcv 2.1.0's setup.py forces -std=c++17 while torch 2.14's headers need C++20, so the
+#          compiler is a two-line wrapper that appends -std=c++20 (gcc keeps the last -std).
+#   4. everything else from requirements.txt, then this package in editable mode.
+#
+# Environment: PYTHON (default python3.11, else python3), VITATTN_CACHE (default ~/.cache/vitattn_mm).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+CACHE="${VITATTN_CACHE:-$HOME/.cache/vitattn_mm}"
+WHEELS="$CACHE/wheels"
+STAMP="$VENV/.vitattn_mm-installed"
+MMCV_VERSION=2.1.0
+
+say() { printf '[setup_env] %s\n' "$*"; }
+die() { printf '[setup_env] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# The stamp records what the venv was built from; when nothing changed we are done.
+want="$(cat "$ROOT/requirements.txt" "$ROOT/tools/setup_env.sh" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/python" ]]; then
+    say ".venv is up to date ($VENV)"
+    exit 0
+fi
+
+PY="${PYTHON:-}"
+if [[ -z "$PY" ]]; then
+    if command -v python3.11 >/dev/null; then PY=python3.11; else PY=python3; fi
+fi
+"$PY" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' \
+    || die "Python 3.11 is required (found $("$PY" --version 2>&1)); set PYTHON=/path/to/python3.11"
+
+if [[ ! -x "$VENV/bin/python" ]]; then
+    say "creating $VENV"
+    "$PY" -m venv "$VENV" || die "could not create the virtual environment at $VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+mkdir -p "$WHEELS"
+
+pin() { grep -E "^$1==" "$ROOT/requirements.txt" || die "$1 is not pinned in requirements.txt"; }
+
+say "step 1/4: build tools and torch"
+"${PIP[@]}" install -q setuptools==80.9.0 wheel ninja "$(pin torch)" "$(pin torchvision)" "$(pin numpy)" \
+    || die "installing torch failed (see pip's message above)"
+
+say "step 2/4: mmcv $MMCV_VERSION with ops"
+mmcv_wheel="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+if [[ -z "$mmcv_wheel" ]]; then
+    say "no cached mmcv wheel in $WHEELS: compiling it (10 to 50 minutes on 2 cores, once per machine)"
+    wrapper="$CACHE/cxx20"
+    printf '#!/bin/sh\nexec c++ "$@" -std=c++20 -g0\n' > "$wrapper"
+    chmod +x "$wrapper"
+    build_log="$CACHE/mmcv-build.log"
+    if ! MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" CXX="$wrapper" \
+        "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$WHEELS" "mmcv==$MMCV_VERSION" >"$build_log" 2>&1; then
+        tail -n 40 "$build_log" >&2
+        die "compiling mmcv failed; full log: $build_log"
+    fi
+    mmcv_wheel="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
+    say "built $mmcv_wheel"
+fi
+
+say "step 3/4: requirements.txt"
+"${PIP[@]}" install -q --find-links "$WHEELS" -r "$ROOT/requirements.txt" \
+    || die "installing requirements.txt failed (see pip's message above)"
+"$VENV/bin/python" -c 'import mmcv.ops; mmcv.ops.nms' 2>/dev/null \
+    || die "mmcv was installed without its compiled ops; delete $mmcv_wheel and run again"
+
+say "step 4/4: vitattn_mm (editable)"
+"${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT" || die "installing vitattn_mm failed"
+
+echo "$want" > "$STAMP"
+say "done: activate with 'source .venv/bin/activate'"

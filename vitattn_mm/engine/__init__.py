@@ -1,0 +1,3 @@
+from .hooks import AuxiliaryLossHook
+
+__all__ = ['AuxiliaryLossHook']

@@ -1,0 +1,60 @@
+"""Getting a backbone's auxiliary losses into any detector's or segmentor's losses."""
+from typing import Dict, Optional
+
+import torch.nn as nn
+from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
+
+from ..registry import register_hook
+
+
+def auxiliary_loss_sources(model: nn.Module):
+    """Submodules that compute losses during their forward and hand them over with ``pop_auxiliary_losses()``."""
+    return [m for m in model.modules() if callable(getattr(m, 'pop_auxiliary_losses', None))]
+
+
+def merge_auxiliary_losses(model: nn.Module, losses: Dict) -> Dict:
+    """Adds the pending auxiliary losses of ``model``'s submodules to ``losses`` (in place) and returns it."""
+    for source in auxiliary_loss_sources(model):
+        for name, value in source.pop_auxiliary_losses().items():
+            if name in losses:
+                raise KeyError(f'auxiliary loss {name!r} of {type(source).__name__} clashes with a loss of the model')
+            losses[name] = value
+    return losses
+
+
+@register_hook
+class AuxiliaryLossHook(Hook):
+    """Adds backbone losses (LaViT's diagonality-preserving ``loss_dp``) to the model's loss dict.
+
+    mmdet detectors and mmseg segmentors build their loss dict from their heads; a loss computed inside the
+    backbone would never reach it. This hook registers a forward hook on the (unwrapped) model: whenever the model
+    runs in ``mode='loss'``, the losses pending in submodules with ``pop_auxiliary_losses()`` are merged into the
+    returned dict, where mmengine logs them and sums every ``loss*`` entry into the total. Works for any
+    detector/segmentor class and under DDP, without subclassing either toolbox's models.
+
+    Usage: ``custom_hooks = [dict(type='AuxiliaryLossHook')]``.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self):
+        self._handle: Optional[object] = None
+
+    def before_run(self, runner) -> None:
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        if not auxiliary_loss_sources(model):
+            runner.logger.info('AuxiliaryLossHook: the model has no module with auxiliary losses; nothing to do')
+            return
+        self._handle = model.register_forward_hook(self._merge, with_kwargs=True)
+
+    @staticmethod
+    def _merge(module, args, kwargs, output):
+        if kwargs.get('mode') == 'loss' and isinstance(output, dict):
+            merge_auxiliary_losses(module, output)
+        return output
+
+    def after_run(self, runner) -> None:
+        if self._handle is not None:
+            self._handle.remove()
+            self._handle = None

@@ -1,0 +1,4 @@
+from .backbones import CBViT, LaViT
+from .losses import DiagonalityPreservingLoss
+
+__all__ = ['CBViT', 'DiagonalityPreservingLoss', 'LaViT']

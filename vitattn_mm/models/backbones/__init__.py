@@ -1,0 +1,4 @@
+from .cbvit import CBViT
+from .lavit import LaViT
+
+__all__ = ['CBViT', 'LaViT']

@@ -1,0 +1,3 @@
+from .diagonality_loss import DiagonalityPreservingLoss, diagonality_terms
+
+__all__ = ['DiagonalityPreservingLoss', 'diagonality_terms']

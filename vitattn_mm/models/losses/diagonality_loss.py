@@ -1,0 +1,67 @@
+"""LaViT's diagonality-preserving loss, in a bounded form for rectangular (queries x pooled keys) attention."""
+from typing import Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from ...registry import register_model
+
+
+def diagonality_terms(square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Diagonal-dominance and asymmetry terms of row-stochastic square attention.
+
+    Args:
+        square: (B, heads, K, K) attention whose rows and columns index the same K key-grid cells, each row a
+            probability distribution (queries average-pooled onto the key grid, see
+            :meth:`AttentionMap.pooled`).
+
+    Returns:
+        ``dominance``: mean over rows of ``relu(max_{j != i} S[i, j] - S[i, i])``, in [0, 1]; zero exactly when
+        every cell attends to itself at least as much as to any other cell.
+        ``asymmetry``: ``sum |S - S^T| / (2 K)`` averaged over batch and heads, in [0, 1]; zero for symmetric S.
+    """
+    k = square.shape[-1]
+    if square.shape[-2] != k:
+        raise ValueError(f'expected square attention, got shape {tuple(square.shape)}')
+    diag = square.diagonal(dim1=-2, dim2=-1)
+    if k > 1:
+        off = square.masked_fill(torch.eye(k, dtype=torch.bool, device=square.device), float('-inf'))
+        dominance = (off.amax(dim=-1) - diag).clamp(min=0).mean()
+    else:
+        dominance = square.new_zeros(())
+    asymmetry = (square - square.transpose(-2, -1)).abs().sum(dim=(-2, -1)).mean() / (2 * k)
+    return dominance, asymmetry
+
+
+@register_model
+class DiagonalityPreservingLoss(nn.Module):
+    """Diagonality-preserving loss for the transformed attention of less-attention layers.
+
+    The paper adds, for every transformed attention ``A``, a term that rewards symmetry and a large diagonal
+    (self-affinity) relative to the rest of each row. Written on unnormalised transformed attention, that term is
+    unbounded below (scaling the diagonal up decreases it without end), and it assumes square N x N attention.
+
+    Ours: each LA layer's attention (rows: queries, columns: the reduced key grid) is first average-pooled over
+    the query grid onto the key grid, giving a row-stochastic K x K matrix ``S`` whose cell i is the same image
+    region as key i. Then, with :func:`diagonality_terms`,
+    ``loss = loss_weight * mean_over_layers((dominance(S) + asymmetry(S)) / 2)``, which lies in ``[0, loss_weight]``
+    and is zero when every region attends to itself most and attention between regions is symmetric.
+
+    Args:
+        loss_weight: the weight; ``0`` switches the loss (and the collection of attention for it) off.
+    """
+
+    def __init__(self, loss_weight: float = 1.0):
+        super().__init__()
+        if loss_weight < 0:
+            raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
+        self.loss_weight = float(loss_weight)
+
+    def forward(self, squares: Sequence[torch.Tensor]) -> torch.Tensor:
+        if len(squares) == 0:
+            raise ValueError('DiagonalityPreservingLoss got no attention: the backbone has no less-attention layer')
+        per_layer = [sum(diagonality_terms(s)) / 2 for s in squares]
+        return self.loss_weight * torch.stack(per_layer).mean()
+
+    def extra_repr(self) -> str:
+        return f'loss_weight={self.loss_weight}'
