@@ -31,7 +31,9 @@ class ResidualAttentionDownsample(nn.Module):
     def __init__(self, in_heads: int, out_heads: int, factor: int = 2):
         super().__init__()
         self.factor = factor
-        self.head_mix_logits = nn.Parameter(torch.zeros(out_heads, in_heads))
+        self.out_heads = out_heads
+        # one source head is simply shared by all target heads: no mixing weights to learn
+        self.head_mix_logits = nn.Parameter(torch.zeros(out_heads, in_heads)) if in_heads > 1 else None
         self.gate_logits = nn.Parameter(torch.full((out_heads, ), math.log(INIT_GATE / (1 - INIT_GATE))))
 
     def forward(self, attn: AttentionMap, next_query_hw: Tuple[int, int]) -> AttentionResidual:
@@ -39,6 +41,8 @@ class ResidualAttentionDownsample(nn.Module):
         if pooled.query_hw != tuple(next_query_hw):
             raise RuntimeError(f'pooled attention grid {pooled.query_hw} does not match the next stage grid '
                                f'{tuple(next_query_hw)}')
-        mix = self.head_mix_logits.softmax(dim=-1)
-        carried = torch.einsum('og,bgqk->boqk', mix, pooled.matrix)
+        if self.head_mix_logits is None:
+            carried = pooled.matrix.expand(-1, self.out_heads, -1, -1)
+        else:
+            carried = torch.einsum('og,bgqk->boqk', self.head_mix_logits.softmax(dim=-1), pooled.matrix)
         return AttentionResidual(carried, self.gate_logits.sigmoid(), attn.kind)

@@ -33,15 +33,16 @@ def tokens_as_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
 
 
 def map_head_slices(t: torch.Tensor, hw: Tuple[int, int], fn: Callable[[torch.Tensor, int], torch.Tensor]):
-    """Applies ``fn(map, head)`` to every (batch, head) slice of ``t`` (B, heads, N, X).
+    """Applies ``fn(maps, head)`` to every head of ``t`` (B, heads, N, X), N lying on the grid ``hw``.
 
-    Each slice (N, X) with N on the grid ``hw`` is handed over as a channels-last (1, X, H, W) view; ``fn`` returns
-    a (1, X, H', W') map. Returns the results as (B, heads, H'*W', X) and the grid (H', W').
+    Each head's (B, N, X) slice is handed over as a channels-last (B, X, H, W) view (no copy for one head; with
+    several heads the batch stride is not channels-last and the convolution makes its own copy); ``fn`` returns a
+    (B, X, H', W') map. Returns the results as (B, heads, H'*W', X) and the grid (H', W').
     """
     b, h, n, x = t.shape
     t = t.contiguous()
-    outs = [fn(tokens_as_map(t[i, g].unsqueeze(0), hw), g)[0] for i in range(b) for g in range(h)]
-    new_hw = (outs[0].shape[1], outs[0].shape[2])
-    rows = [o.permute(1, 2, 0).reshape(-1, x) for o in outs]
-    joined = rows[0].unsqueeze(0) if len(rows) == 1 else torch.stack(rows)
-    return joined.view(b, h, -1, x), new_hw
+    outs = [fn(t[:, g].view(b, *hw, x).permute(0, 3, 1, 2), g) for g in range(h)]
+    new_hw = (outs[0].shape[2], outs[0].shape[3])
+    rows = [o.permute(0, 2, 3, 1).reshape(b, -1, x) for o in outs]
+    joined = rows[0].unsqueeze(1) if h == 1 else torch.stack(rows, dim=1)
+    return joined, new_hw

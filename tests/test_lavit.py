@@ -1,0 +1,207 @@
+"""LaViT backbone: shapes, gradients, architecture rules, options, errors."""
+import pytest
+import torch
+from conftest import TINY_LAVIT
+
+from vitattn_mm import LaViT
+from vitattn_mm.models.layers import LessAttention, SpatialReductionAttention
+
+
+def build(**kw):
+    kw.setdefault('arch', TINY_LAVIT)
+    kw.setdefault('drop_path_rate', 0.0)
+    model = LaViT(**kw)
+    model.init_weights()
+    return model
+
+
+@pytest.mark.parametrize('hw', [(224, 224), (401, 613), (32, 33), (97, 64)])
+def test_output_shapes_and_strides(hw):
+    model = build().eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, *hw))
+    assert len(outs) == 4
+    size = list(hw)
+    for i, (out, stride) in enumerate(zip(outs, (4, 8, 16, 32))):
+        size = [-(-s // (4 if i == 0 else 2)) for s in size]  # ceil division, stage by stage
+        assert out.shape == (2, TINY_LAVIT['embed_dims'][i], *size)
+        assert size == [-(-s // stride) for s in hw]
+        assert torch.isfinite(out).all()
+
+
+def test_real_archs_build_and_sizes():
+    params = {a: sum(p.numel() for p in LaViT(arch=a).parameters()) / 1e6 for a in ('t', 's', 'b')}
+    assert params['s'] <= 25.4  # PVTv2-b2
+    assert 10 < params['t'] < 16  # near PVTv2-b1 (14.0M)
+    assert 35 < params['b'] < 46  # near PVTv2-b3 (45.2M)
+    model = LaViT(arch='s').eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 128, 160))
+    assert [o.shape[1] for o in outs] == [64, 128, 320, 512] == model.out_channels
+
+
+def test_gradients_reach_every_parameter():
+    model = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=1.0)).train()
+    outs = model(torch.randn(2, 3, 96, 80))
+    loss = sum(o.mean() for o in outs) + model.pop_auxiliary_losses()['loss_dp']
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert no_grad == []
+    # the LA transforms and the attention downsampling are among them
+    names = [n for n, _ in model.named_parameters()]
+    assert any('attn.theta.kernel_logits' in n for n in names)
+    assert any('attn.psi.kernel_logits' in n for n in names)
+    assert any('attention_downsamples.0.gate_logits' in n for n in names)
+
+
+def test_less_attention_layers_have_no_query_or_key():
+    model = build()
+    la = [m for m in model.modules() if isinstance(m, LessAttention)]
+    va = [m for m in model.modules() if isinstance(m, SpatialReductionAttention)]
+    assert len(la) == sum(d - v for d, v in zip(TINY_LAVIT['depths'], TINY_LAVIT['num_vanilla']))
+    assert len(va) == sum(TINY_LAVIT['num_vanilla'])
+    for layer in la:
+        names = {n.split('.')[0] for n, _ in layer.named_parameters()}
+        assert not {'q', 'k', 'qkv'} & names
+        assert {'v', 'proj', 'theta', 'psi'} <= names
+    for i, stage in enumerate(model.stages):
+        kinds = [b.less_attention for b in stage.blocks]
+        n_va = TINY_LAVIT['num_vanilla'][i]
+        assert kinds == [False] * n_va + [True] * (len(kinds) - n_va)
+
+
+def test_residual_attention_downsampling_changes_the_output():
+    x = torch.randn(1, 3, 96, 128)
+    with_res = build().eval()
+    with torch.no_grad():
+        for name, p in with_res.named_parameters():
+            if name.endswith(('q.weight', 'k.weight')):
+                p.mul_(20)  # peaked attention, far from the near-uniform attention of a fresh model
+            if name.endswith('gate_logits'):
+                p.fill_(1.0)  # carry a noticeable share of the previous stage's attention
+    without = build(attention_residual=False).eval()
+    missing, unexpected = without.load_state_dict(with_res.state_dict(), strict=False)
+    assert not missing and all(k.startswith('attention_downsamples.') for k in unexpected)
+    assert without.attention_downsamples is None
+    with torch.no_grad():
+        a, b = with_res(x), without(x)
+    assert torch.equal(a[0], b[0])  # stage 1 has nothing carried into it
+    for i in (1, 2, 3):
+        assert (a[i] - b[i]).abs().max() > 1e-2
+
+
+def test_logit_attention_kind_runs_and_differs():
+    x = torch.randn(1, 3, 64, 64)
+    prob = build().eval()
+    logit = build(attention_kind='logit').eval()
+    logit.load_state_dict(prob.state_dict())
+    with torch.no_grad():
+        a, b = prob(x), logit(x)
+    assert a[3].shape == b[3].shape
+    assert not torch.allclose(a[1], b[1])
+
+
+def test_factored_attention_equals_explicit_matrix():
+    """LA layers compute A V in factored form; it must equal the explicit transformed matrix times V."""
+    model = build().eval()
+    for m in model.modules():
+        if hasattr(m, 'kernel_logits'):
+            m.kernel_logits.data.normal_()
+    captured = []
+    block = model.stages[0].blocks[2]  # the second LA layer of stage 1
+
+    def grab(module, args, output):
+        captured.append((args[2], output[1]))
+
+    block.attn.register_forward_hook(grab)
+    with torch.no_grad():
+        model(torch.randn(1, 3, 75, 90))
+    _, attn = captured[0]
+    v = torch.randn(1, attn.num_heads, attn.matrix.shape[-1], 4)
+    explicit = attn.probabilities()
+    assert torch.allclose(explicit.sum(-1), torch.ones_like(explicit[..., 0]), atol=1e-5)
+    assert (explicit >= 0).all()
+    assert torch.allclose(attn.apply(v), explicit @ v, atol=1e-5)
+
+
+def test_context_broadcast_option_changes_output():
+    x = torch.randn(1, 3, 64, 64)
+    plain = build().eval()
+    cb = build(context_broadcast=True).eval()
+    cb.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        assert not torch.allclose(plain(x)[0], cb(x)[0])
+
+
+def test_out_indices_frozen_stages_and_checkpointing():
+    model = build(out_indices=(1, 3), frozen_stages=2)
+    model.train()
+    outs = model(torch.randn(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == [32, 64] == model.out_channels
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any(n.startswith('stages.0.') for n in frozen) and any(n.startswith('stages.1.') for n in frozen)
+    assert any(n.startswith('attention_downsamples.0.') for n in frozen)
+    assert not any(n.startswith('stages.2.') for n in frozen)
+    assert not model.stages[0].training and model.stages[2].training
+
+    ref = build(with_cp=False).train()
+    cp = build(with_cp=True).train()
+    cp.load_state_dict(ref.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    torch.manual_seed(1)
+    out_ref = sum(o.sum() for o in ref(x))
+    torch.manual_seed(1)
+    out_cp = sum(o.sum() for o in cp(x))
+    out_ref.backward()
+    out_cp.backward()
+    assert torch.allclose(out_ref, out_cp, rtol=1e-5)
+    g_ref = ref.stages[0].blocks[1].attn.theta.kernel_logits.grad
+    g_cp = cp.stages[0].blocks[1].attn.theta.kernel_logits.grad
+    assert torch.allclose(g_ref, g_cp, atol=1e-6)
+
+
+def test_no_attention_is_kept_in_eval_or_without_dp_loss():
+    model = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.5)).eval()
+    with torch.no_grad():
+        model(torch.randn(1, 3, 64, 64))
+    assert model.pop_auxiliary_losses() == {}
+    plain = build().train()
+    plain(torch.randn(1, 3, 64, 64))
+    assert plain.dp_loss is None and plain.pop_auxiliary_losses() == {}
+    off = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.0))
+    assert off.dp_loss is None
+
+
+def test_uncollected_dp_loss_is_an_error():
+    model = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.5)).train()
+    model(torch.randn(1, 3, 64, 64))
+    with pytest.raises(RuntimeError, match='AuxiliaryLossHook'):
+        model(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(arch='xl'), 'unknown LaViT arch'),
+    (dict(arch=dict(TINY_LAVIT, num_vanilla=[0, 1, 1, 1])), 'num_vanilla'),
+    (dict(arch=dict(TINY_LAVIT, depths=[1, 1, 1])), '4 values'),
+    (dict(out_indices=(0, 4)), 'out_indices'),
+    (dict(out_indices=()), 'out_indices'),
+    (dict(frozen_stages=-2), 'frozen_stages'),
+    (dict(attention_kind='sparse'), 'attention_kind'),
+    (dict(drop_path_rate=1.5), 'drop_path_rate'),
+    (dict(la_kernel_size=4), 'kernel_size'),
+    (dict(arch=dict(TINY_LAVIT, num_vanilla=[3, 2, 3, 2]), dp_loss=dict(type='DiagonalityPreservingLoss')),
+     'no less-attention layer'),
+])
+def test_bad_config_values_are_rejected(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        build(**kwargs)
+
+
+@pytest.mark.parametrize('shape, match', [
+    ((1, 1, 64, 64), 'input channels'),
+    ((1, 3, 31, 64), 'at least 32x32'),
+    ((3, 64, 64), r'\(B, C, H, W\)'),
+])
+def test_bad_inputs_are_rejected(shape, match):
+    with pytest.raises(ValueError, match=match):
+        build()(torch.randn(*shape))

@@ -1,0 +1,57 @@
+"""What tools/train.py and tools/test.py share: config loading, dataset checks, runner construction."""
+import contextlib
+import os.path as osp
+import sys
+from typing import Optional, Sequence
+
+from mmengine.config import Config
+
+TOOLBOX_OF_SCOPE = {'mmdet': 'mmdet', 'mmseg': 'mmseg'}
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
+                launcher: str = 'none') -> Config:
+    """Loads a config, applies ``--cfg-options``, sets work_dir (default ``work_dirs/<config name>``) and launcher."""
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    scope = cfg.get('default_scope')
+    if scope not in TOOLBOX_OF_SCOPE:
+        raise ValueError(f'{path}: default_scope must be one of {sorted(TOOLBOX_OF_SCOPE)} (inherit an mmdet:: or '
+                         f'mmseg:: base config), got {scope!r}')
+    cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
+    cfg.launcher = launcher
+    return cfg
+
+
+def build_runner(cfg: Config, phases: Sequence[str]):
+    """Checks the datasets of ``phases`` and builds the toolbox's runner (a custom ``runner_type`` is honoured)."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from .dataset_check import check_config_datasets
+
+    check_config_datasets(cfg, tuple(phases))
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+@contextlib.contextmanager
+def report_and_exit():
+    """Turns the errors a user can fix (missing data, bad config values, bad checkpoints) into a one-paragraph
+    message and exit status 2, instead of a stack trace. Set VITATTN_TRACEBACK=1 to see the trace."""
+    import os
+
+    from ..datasets.shapes import DatasetNotFoundError
+    from ..models.utils.checkpoint import CheckpointMismatchError
+    user_errors = (DatasetNotFoundError, CheckpointMismatchError, FileNotFoundError, ValueError)
+    try:
+        yield
+    except user_errors as e:
+        if os.environ.get('VITATTN_TRACEBACK'):
+            raise
+        print(f'\nerror: {type(e).__name__}: {e}\n(set VITATTN_TRACEBACK=1 for the full traceback)', file=sys.stderr)
+        sys.exit(2)
