@@ -1,3 +1,3 @@
-from .hooks import AuxiliaryLossHook
+from .hooks import AuxiliaryLossHook, RandomStateHook
 
-__all__ = ['AuxiliaryLossHook']
+__all__ = ['AuxiliaryLossHook', 'RandomStateHook']

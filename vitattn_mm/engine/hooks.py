@@ -1,6 +1,9 @@
 """Getting a backbone's auxiliary losses into any detector's or segmentor's losses."""
+import random
 from typing import Dict, Optional
 
+import numpy as np
+import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
@@ -58,3 +61,30 @@ class AuxiliaryLossHook(Hook):
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+
+@register_hook
+class RandomStateHook(Hook):
+    """Saves the random number generators' states in every checkpoint and restores them on resume.
+
+    mmengine restores weights, optimizer, scheduler and the data position on ``--resume``, but not the generators
+    of the training process, so drop-path masks and mmdet's RoI/anchor sampling take other values after a resume
+    than in an uninterrupted run. With this hook a resumed run continues with the same random numbers, and an
+    interrupted and resumed run ends with the same weights as an uninterrupted one (on the same machine).
+    """
+
+    priority = 'NORMAL'
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['random_state'] = dict(python=random.getstate(), numpy=np.random.get_state(),
+                                          torch=torch.get_rng_state())
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        state = checkpoint.get('random_state')
+        if state is None:
+            runner.logger.warning('the checkpoint holds no random state (not written with RandomStateHook); '
+                                  'random numbers after this resume differ from an uninterrupted run')
+            return
+        random.setstate(state['python'])
+        np.random.set_state(state['numpy'])
+        torch.set_rng_state(state['torch'])

@@ -26,6 +26,31 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     return cfg
 
 
+def setup_cpu_distributed(cfg: Config) -> None:
+    """Lets ``--launcher pytorch`` run on CPU-only machines (e.g. ``tools/dist_train.sh CONFIG 2`` here).
+
+    mmengine 0.10's launcher calls ``torch.cuda.set_device`` and wraps the model in DDP with ``device_ids``, both of
+    which fail without a GPU. Without CUDA we start the process group ourselves with gloo (mmengine then skips its
+    own initialisation) and wrap the model with ``device_ids=None``, as DDP wants for CPU modules.
+    """
+    import torch
+    import torch.distributed as dist
+    from mmengine.logging import print_log
+    if cfg.launcher == 'none' or torch.cuda.is_available() or dist.is_initialized():
+        return
+    if cfg.launcher != 'pytorch':
+        raise ValueError(f'on a machine without GPUs only --launcher pytorch is supported, got {cfg.launcher}')
+    backend = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('backend', 'gloo')
+    if backend != 'gloo':
+        print_log(f'no GPU: using the gloo backend instead of {backend}', logger='current')
+    dist.init_process_group(backend='gloo')
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper.update(device_ids=None, broadcast_buffers=wrapper.get('broadcast_buffers', False),
+                   find_unused_parameters=cfg.get('find_unused_parameters', False))
+    cfg.model_wrapper_cfg = wrapper
+
+
 def build_runner(cfg: Config, phases: Sequence[str]):
     """Checks the datasets of ``phases`` and builds the toolbox's runner (a custom ``runner_type`` is honoured)."""
     from mmengine.registry import RUNNERS
@@ -34,6 +59,7 @@ def build_runner(cfg: Config, phases: Sequence[str]):
     from .dataset_check import check_config_datasets
 
     check_config_datasets(cfg, tuple(phases))
+    setup_cpu_distributed(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

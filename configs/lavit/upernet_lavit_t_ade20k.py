@@ -1,0 +1,2 @@
+_base_ = './upernet_lavit_s_ade20k.py'
+model = dict(backbone=dict(arch='t'))

@@ -1,0 +1,43 @@
+"""Running the project's command-line tools from tests, as a user would."""
+import glob
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def run_tool(args, timeout=900, env=None, check=True):
+    """Runs ``python <args>`` (or ``bash <script> ...`` for .sh) in the repository root; returns the process."""
+    full_env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHON=sys.executable, **(env or {}))
+    cmd = ['bash', *args] if args[0].endswith('.sh') else [sys.executable, *args]
+    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} exited with {proc.returncode}:\n{proc.stdout[-3000:]}\n'
+                             f'{proc.stderr[-5000:]}')
+    return proc
+
+
+def last_metrics(work_dir):
+    """The last line with evaluation metrics in mmengine's scalars.json of a work dir."""
+    files = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    assert files, f'no scalars.json under {work_dir}'
+    metrics = {}
+    for path in files:
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                if any(k.startswith(('coco/', 'mIoU', 'aAcc')) for k in row):
+                    metrics = row
+    return metrics
+
+
+def train_losses(work_dir):
+    """The logged training rows (iteration, losses) of a work dir."""
+    rows = []
+    for path in sorted(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))):
+        with open(path) as f:
+            rows += [r for r in map(json.loads, f) if 'loss' in r]
+    return rows
