@@ -2,13 +2,15 @@
 """The papers' attention evidence, measured on our own LaViT and CB-ViT models.
 
     python tools/analysis/attention_analysis.py CONFIG [CHECKPOINT] --images PATH_OR_FOLDER [--limit 8]
-        [--out-dir DIR] [--size H W] [--seed 0] [--cfg-options k=v ...]
+        [--out-dir DIR] [--size H W] [--seed 0] [--cfg-options k=v ...] [--unsafe-load]
 
 CONFIG is an mmdet or mmseg config of this repository whose backbone is ``LaViT`` or ``CBViT``. The model is
 built with the toolbox's own API (``mmdet.apis.init_detector`` / ``mmseg.apis.init_model``, whichever the
 config's ``default_scope`` names) on the CPU and only ``model.backbone`` is run. Without CHECKPOINT the backbone
 is initialised by its own ``init_weights()`` (random initialisation unless its ``init_cfg`` names pretrained
 weights; ``--cfg-options model.backbone.init_cfg=None`` forces random weights) and every output says so.
+Checkpoints written during training hold mmengine's message hub, which torch's safe loader (torch >= 2.6) refuses;
+for such a file of your own pass ``--unsafe-load``.
 
 Images are read as the test pipeline reads them (BGR), resized to exactly ``--size`` (default 160x160, aspect
 ratio not kept) and normalised by the model's ``data_preprocessor``. Attention is captured with forward hooks on
@@ -26,7 +28,8 @@ LaViT
       VA->VA, VA->LA, LA->LA. Also for an *all-VA* variant of the same architecture (``num_vanilla = depths``)
       whose weights are copied from the analysed model wherever names and shapes match; the query/key
       projections of the layers that are LA layers in LaViT do not exist there and keep their random
-      initialisation (the tool prints how many tensors were copied).
+      initialisation (the tool prints how many tensors were copied). ``--all-va-checkpoint`` uses a separately
+      trained all-VA model instead, which is what the paper's figure needs.
   (b) ``cos_to_last_va`` / ``ccos_to_last_va`` / ``tv_to_last_va``: for each LA layer, row cosine (plain and
       centred) and total variation (0.5 * L1 of rows, in [0, 1]) between its attention and the last VA attention
       of its stage (``ref_layer``); for the all-VA variant
@@ -50,11 +53,14 @@ Plots (matplotlib, Agg): ``similarity_consecutive.png`` and ``la_vs_va.png`` (La
 (CB-ViT). A summary table goes to stdout.
 """
 import argparse
+import contextlib
 import copy
 import csv
 import math
 import os
 import os.path as osp
+import pickle
+import re
 import sys
 import warnings
 from collections import OrderedDict, defaultdict
@@ -97,6 +103,13 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=0, help='seed of the random initialisation')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.init_cfg=None')
+    parser.add_argument('--all-va-checkpoint', default=None,
+                        help='LaViT only: a checkpoint of a separately trained all-VA model of the same architecture '
+                        '(e.g. from a *-allva config) to use as the all-VA variant instead of copying weights')
+    parser.add_argument('--unsafe-load', action='store_true',
+                        help="read CHECKPOINT with torch's full unpickler: needed for checkpoints written during "
+                        "training (they hold mmengine's message hub, which the safe loader refuses); only for "
+                        'files you trust')
     args = parser.parse_args(argv)
     if min(args.size) < 32:
         parser.error(f'--size must be at least 32x32, got {args.size[0]}x{args.size[1]}')
@@ -114,7 +127,26 @@ def list_images(path: str, limit: int = 0) -> List[str]:
     return images[:limit] if limit > 0 else images
 
 
-def build_model(config: str, checkpoint: Optional[str], cfg_options: Optional[dict], seed: int):
+@contextlib.contextmanager
+def full_unpickler(enabled: bool):
+    """Makes mmengine's ``torch.load`` (no ``weights_only`` argument) use the full unpickler while active."""
+    if not enabled:
+        yield
+        return
+    key = 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'
+    old = os.environ.get(key)
+    os.environ[key] = '1'
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def build_model(config: str, checkpoint: Optional[str], cfg_options: Optional[dict], seed: int,
+                unsafe_load: bool = False):
     """The detector/segmentor on the CPU in eval mode, and a description of its weights."""
     import vitattn_mm  # noqa: F401  (registers the backbones, and the checkpoint globals mmengine needs)
 
@@ -124,16 +156,26 @@ def build_model(config: str, checkpoint: Optional[str], cfg_options: Optional[di
     scope = cfg.get('default_scope')
     backbone_init = copy.deepcopy(cfg.model.get('backbone', {}).get('init_cfg'))
     torch.manual_seed(seed)
-    with warnings.catch_warnings():
+    if scope not in ('mmdet', 'mmseg'):
+        raise SystemExit(f'{config}: default_scope must be mmdet or mmseg, got {scope!r}')
+    if checkpoint and not osp.isfile(checkpoint):
+        raise SystemExit(f'checkpoint not found: {checkpoint}')
+    with warnings.catch_warnings(), full_unpickler(unsafe_load):
         warnings.simplefilter('ignore')  # "checkpoint is None, use COCO classes by default" and the like
-        if scope == 'mmdet':
-            from mmdet.apis import init_detector
-            model = init_detector(cfg, checkpoint, device='cpu')
-        elif scope == 'mmseg':
-            from mmseg.apis import init_model
-            model = init_model(cfg, checkpoint, device='cpu')
-        else:
-            raise ValueError(f'{config}: default_scope must be mmdet or mmseg, got {scope!r}')
+        try:
+            if scope == 'mmdet':
+                from mmdet.apis import init_detector
+                model = init_detector(cfg, checkpoint, device='cpu')
+            else:
+                from mmseg.apis import init_model
+                model = init_model(cfg, checkpoint, device='cpu')
+        except pickle.UnpicklingError as exc:
+            blocked = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(exc))
+            if blocked is None or unsafe_load:
+                raise
+            raise SystemExit(f"{checkpoint} holds Python objects that torch's safe loader refuses "
+                             f'({blocked.group(1)}; training checkpoints hold mmengine\'s message hub). If you trust '
+                             'the file (e.g. your own training output), re-run with --unsafe-load') from None
     # Both APIs drop the backbone's init_cfg and neither initialises weights when no checkpoint is given.
     if checkpoint:
         weights = f'checkpoint {checkpoint}'
@@ -329,8 +371,23 @@ def lavit_measure(meter: Meter, variant: str, records: Dict[Tuple[int, int], dic
                 })
 
 
-def build_all_va(backbone, cfg, scope: str, seed: int) -> Tuple[nn.Module, str]:
-    """The same LaViT with every layer vanilla; weights copied from ``backbone`` where names and shapes match."""
+def load_backbone_state(path: str, unsafe_load: bool) -> Dict[str, torch.Tensor]:
+    """The ``backbone.*`` tensors of a detector/segmentor checkpoint (prefix removed), or a backbone-only one."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=not unsafe_load)
+    except pickle.UnpicklingError as exc:
+        raise SystemExit(f"{path}: torch's safe loader refuses it ({str(exc).splitlines()[-1][:160]}); if you trust "
+                         'the file, re-run with --unsafe-load') from None
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else ckpt
+    if any(k.startswith('backbone.') for k in state):
+        state = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+    return state
+
+
+def build_all_va(backbone, cfg, scope: str, seed: int, checkpoint: Optional[str] = None,
+                 unsafe_load: bool = False) -> Tuple[nn.Module, str]:
+    """The same LaViT with every layer vanilla; weights copied from ``backbone`` where names and shapes match,
+    or loaded from ``checkpoint`` (a trained all-VA model)."""
     if scope == 'mmdet':
         from mmdet.registry import MODELS
     else:
@@ -342,6 +399,15 @@ def build_all_va(backbone, cfg, scope: str, seed: int) -> Tuple[nn.Module, str]:
     torch.manual_seed(seed + 1)
     all_va = MODELS.build(bb_cfg)
     all_va.init_weights()
+    if checkpoint:
+        state = load_backbone_state(checkpoint, unsafe_load)
+        result = all_va.load_state_dict(state, strict=False)
+        bad = [k for k, v in state.items() if k in all_va.state_dict() and all_va.state_dict()[k].shape != v.shape]
+        if result.missing_keys or bad:
+            raise SystemExit(f'--all-va-checkpoint {checkpoint} does not fit an all-VA version of {backbone.arch}: '
+                             f'{len(result.missing_keys)} missing tensors ({_summarise_keys(result.missing_keys)})')
+        all_va.eval()
+        return all_va, f'all-VA variant: weights from {checkpoint}'
     source = backbone.state_dict()
     target = all_va.state_dict()
     copied = {k: v for k, v in source.items() if k in target and target[k].shape == v.shape}
@@ -361,9 +427,10 @@ def _summarise_keys(keys: Sequence[str]) -> str:
     return ', '.join(tails) if tails else 'none'
 
 
-def analyse_lavit(backbone, inputs, cfg, scope: str, seed: int) -> Tuple[Meter, dict]:
+def analyse_lavit(backbone, inputs, cfg, scope: str, seed: int, all_va_checkpoint: Optional[str] = None,
+                  unsafe_load: bool = False) -> Tuple[Meter, dict]:
     num_vanilla = list(backbone.arch['num_vanilla'])
-    all_va, note = build_all_va(backbone, cfg, scope, seed)
+    all_va, note = build_all_va(backbone, cfg, scope, seed, all_va_checkpoint, unsafe_load)
     meter = Meter()
     for i, image in enumerate(inputs):
         lavit_measure(meter, 'lavit', lavit_attention(backbone, image, verify=i == 0), num_vanilla)
@@ -522,9 +589,9 @@ def plot_similarity(path: str, rows: List[dict], info: dict, title: str) -> None
 
 def plot_la_vs_va(path: str, rows: List[dict], info: dict, title: str) -> None:
     plt = _plt()
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw=dict(width_ratios=[1, 0.8, 1.2]))
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(14, 4.4), gridspec_kw=dict(width_ratios=[1, 0.9, 1.2]))
     la = sorted(_pick(rows, variant='lavit', metric='cos_to_last_va'), key=lambda r: (r['stage'], r['layer']))
-    labels = [f's{r["stage"] + 1}.L{r["layer"]}\n(ref L{r["ref_layer"]})' for r in la]
+    labels = [f's{r["stage"] + 1}.L{r["layer"]}' for r in la]
     x = np.arange(len(la))
 
     def values(variant, metric):
@@ -545,19 +612,19 @@ def plot_la_vs_va(path: str, rows: List[dict], info: dict, title: str) -> None:
                 edgecolor='white', label=name)
     ax1.set_ylim(min(0.0, float(np.nanmin(values('all-va', 'ccos_to_last_va')[:, 0])) - 0.05), 1.05)
     ax1.axhline(0, color='k', lw=0.5)
-    ax1.set_title('row similarity to the last VA layer of the stage', fontsize=9)
-    ax1.legend(fontsize=7, loc='lower left')
+    ax1.set_title("row similarity to the stage's last VA layer (sS.Ll: stage S, layer l)", fontsize=9)
+    ax1.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False)
     for k, (variant, colour, name) in enumerate((('lavit', '#ff7f0e', 'LaViT LA layer'),
                                                  ('all-va', '#9e9e9e', 'all-VA, same position'))):
         v = values(variant, 'tv_to_last_va')
         ax2.bar(x + (k - 0.5) * 0.4, v[:, 0], 0.4, yerr=v[:, 1], capsize=1.5, color=colour, label=name)
     ax2.set_ylim(0, max(0.05, float(np.nanmax(values('all-va', 'tv_to_last_va')[:, 0])) * 1.25,
                         float(np.nanmax(values('lavit', 'tv_to_last_va')[:, 0])) * 1.25))
-    ax2.set_title('total variation to the last VA layer (0..1)', fontsize=9)
-    ax2.legend(fontsize=7)
+    ax2.set_title("total variation to the stage's last VA layer (0..1)", fontsize=9)
+    ax2.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.25), ncol=1, frameon=False)
     for ax in (ax1, ax2):
         ax.set_xticks(x)
-        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_xticklabels(labels, fontsize=7, rotation=90)
 
     layers = sorted(_pick(rows, variant='lavit', metric='pooled_diag_mean'), key=lambda r: (r['stage'], r['layer']))
     x3 = np.arange(len(layers))
@@ -569,12 +636,12 @@ def plot_la_vs_va(path: str, rows: List[dict], info: dict, title: str) -> None:
     k = info['key_grid'][0] * info['key_grid'][1]
     ax3.axhline(1.0 / k, color='k', ls='--', lw=0.8, label=f'uniform 1/K (K={k})')
     ax3.set_xticks(x3)
-    ax3.set_xticklabels([f's{r["stage"] + 1}.L{r["layer"]}\n{r["kind"]}' for r in layers], fontsize=7)
+    ax3.set_xticklabels([f's{r["stage"] + 1}.L{r["layer"]} {r["kind"]}' for r in layers], fontsize=7, rotation=90)
     ax3.set_title('LaViT attention pooled onto the key grid: self-affinity', fontsize=9)
-    ax3.legend(fontsize=7)
+    ax3.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.25), ncol=2, frameon=False)
     fig.suptitle(f'Less attention vs vanilla attention: {title}', fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.94))
-    fig.savefig(path, dpi=PLOT_DPI)
+    fig.savefig(path, dpi=PLOT_DPI, bbox_inches='tight')
     plt.close(fig)
 
 
@@ -593,7 +660,7 @@ def plot_cbvit(path: str, rows: List[dict], info: dict, title: str) -> None:
         ax.set_xlabel('block')
         ax.set_title(label, fontsize=9)
         ax.legend(fontsize=7)
-    axes[0].set_ylim(top=1.01)
+    axes[0].axhline(1.0, color='k', ls=':', lw=0.8)
     fig.suptitle(f'CB-ViT attention density, same weights with CB on/off: {title}', fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(path, dpi=PLOT_DPI)
@@ -602,14 +669,14 @@ def plot_cbvit(path: str, rows: List[dict], info: dict, title: str) -> None:
 
 def summary_lavit(meter: Meter, info: dict) -> str:
     lines = ['(a) consecutive-layer attention similarity, row cosine [centred]',
-             f'{"stage":>5} {"pair":>5} {"kind":>7}   {"LaViT":>16}   {"all-VA":>16}   {"cos->uniform":>12}']
+             f'{"stage":>5} {"pair":>5} {"kind":>7}   {"LaViT":>16}   {"all-VA":>16}   {"all-VA cos->uniform":>19}']
     for (variant, s, l, ref, kind, metric), _ in meter.values.items():
         if variant != 'lavit' or metric != 'cos_consecutive':
             continue
         a = f'{meter.get("lavit", s, l, "cos_consecutive"):.3f} [{meter.get("lavit", s, l, "ccos_consecutive"):.3f}]'
         b = f'{meter.get("all-va", s, l, "cos_consecutive"):.3f} [{meter.get("all-va", s, l, "ccos_consecutive"):.3f}]'
         lines.append(f'{s + 1:>5} {f"{l - 1}-{l}":>5} {kind:>7}   {a:>16}   {b:>16}   '
-                     f'{meter.get("all-va", s, l, "cos_to_uniform"):>12.3f}')
+                     f'{meter.get("all-va", s, l, "cos_to_uniform"):>19.3f}')
     by_kind = defaultdict(list)
     for (variant, s, l, ref, kind, metric), vals in meter.values.items():
         if metric == 'cos_consecutive':
@@ -658,24 +725,29 @@ def summary_cbvit(meter: Meter, info: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    paths = list_images(args.images, args.limit)
+    try:
+        paths = list_images(args.images, args.limit)
+    except FileNotFoundError as exc:
+        raise SystemExit(f'error: {exc}') from None
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    model, cfg, scope, weights = build_model(args.config, args.checkpoint, args.cfg_options, args.seed)
+    model, cfg, scope, weights = build_model(args.config, args.checkpoint, args.cfg_options, args.seed,
+                                                 args.unsafe_load)
     from vitattn_mm import CBViT, LaViT
     backbone = model.backbone
     size = tuple(args.size)
     inputs = load_inputs(paths, size, model)
     os.makedirs(args.out_dir, exist_ok=True)
     name = type(backbone).__name__
-    title = f'{name}, {weights.split(" (")[0] if "random" in weights else "trained"}, {len(inputs)} images ' \
-            f'{size[0]}x{size[1]}'
+    source = 'random init' if weights.startswith('random') else osp.basename(args.checkpoint or weights)
+    title = f'{name}, {source}, {len(inputs)} images {size[0]}x{size[1]}'
     print(f'config: {args.config}\nbackbone: {name}\nWEIGHTS: {weights}\nimages: {len(inputs)} from {args.images}, '
           f'resized to {size[0]}x{size[1]}')
     if 'random' in weights:
         print('NOTE: random initialisation, no trained weights: these are the statistics of an untrained model.')
     written = []
     if isinstance(backbone, LaViT):
-        meter, info = analyse_lavit(backbone, inputs, cfg, scope, args.seed)
+        meter, info = analyse_lavit(backbone, inputs, cfg, scope, args.seed, args.all_va_checkpoint,
+                                    args.unsafe_load)
         print(info['all_va_note'])
         rows = meter.rows()
         for fname, fn in (('similarity_consecutive.png', plot_similarity), ('la_vs_va.png', plot_la_vs_va)):

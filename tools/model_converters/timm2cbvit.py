@@ -49,10 +49,13 @@ class VerificationError(Exception):
     """The converted backbone does not reproduce timm's features; exit status 1."""
 
 
-def one_line(text) -> str:
-    """A (possibly multi-line) message as one line: ``first line item; item; ...``."""
+def one_line(text, limit: int = 8) -> str:
+    """A multi-line message (a headline and one item a line) as one line, with at most ``limit`` items."""
     lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    return ' '.join(lines[:1] + ['; '.join(lines[1:])] if len(lines) > 1 else lines)
+    if len(lines) <= 1:
+        return ''.join(lines)
+    items = lines[1:limit + 1] + ([f'and {len(lines) - 1 - limit} more'] if len(lines) - 1 > limit else [])
+    return f"{lines[0]} {'; '.join(items)}"
 
 
 def parse_args(argv=None):
@@ -159,8 +162,12 @@ def convert(state: dict, args):
     unexpected = sorted(set(converted) - set(own))
     missing = sorted(k for k in own if k not in converted and not k.startswith('pyramid.'))
     if unexpected or missing:
+        hint = ''
+        if 'fc_norm.weight' in state and 'norm.weight' in missing:
+            hint = (' (SRC normalises the pooled features with fc_norm, as global-pool ViTs do, and has no token '
+                    'norm, which CBViT needs)')
         raise UserError(f'{args.src} does not fully fit CBViT(arch={args.arch!r}): unexpected keys '
-                        f'{short_list(unexpected)}, missing keys {short_list(missing)}')
+                        f'{short_list(unexpected)}, missing keys {short_list(missing)}{hint}')
     print('note: the pyramid.* keys listed as missing are the simple feature pyramid, which a ViT checkpoint does '
           'not have; it is trained with the detector/segmentor')
     dropped = sorted(set(state) - set(converted))

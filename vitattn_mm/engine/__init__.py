@@ -1,3 +1,3 @@
-from .hooks import AuxiliaryLossHook, RandomStateHook
+from .hooks import AuxiliaryLossHook, ResumableCheckpointHook
 
-__all__ = ['AuxiliaryLossHook', 'RandomStateHook']
+__all__ = ['AuxiliaryLossHook', 'ResumableCheckpointHook']

@@ -6,9 +6,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.logging import HistoryBuffer
 from mmengine.model import is_model_wrapper
 
 from ..registry import register_hook
+
+# marks a HistoryBuffer stored as plain arrays in a checkpoint
+PLAIN_HISTORY = '__history_buffer__'
 
 
 def auxiliary_loss_sources(model: nn.Module):
@@ -64,13 +68,18 @@ class AuxiliaryLossHook(Hook):
 
 
 @register_hook
-class RandomStateHook(Hook):
-    """Saves the random number generators' states in every checkpoint and restores them on resume.
+class ResumableCheckpointHook(Hook):
+    """Makes checkpoints resume exactly and load with torch's safe loader.
 
-    mmengine restores weights, optimizer, scheduler and the data position on ``--resume``, but not the generators
-    of the training process, so drop-path masks and mmdet's RoI/anchor sampling take other values after a resume
-    than in an uninterrupted run. With this hook a resumed run continues with the same random numbers, and an
-    interrupted and resumed run ends with the same weights as an uninterrupted one (on the same machine).
+    * Random state: mmengine restores weights, optimizer, scheduler and the data position on ``--resume``, but not
+      the random generators of the training process, so drop-path masks and mmdet's RoI/anchor sampling draw other
+      numbers after a resume than in an uninterrupted run. We store the python, numpy and torch generator states in
+      every checkpoint and restore them on resume: an interrupted and resumed run ends with the same weights as an
+      uninterrupted one (same machine).
+    * Safe loading: torch >= 2.6 loads with ``weights_only=True``, which refuses mmengine's ``HistoryBuffer`` objects
+      in ``message_hub`` (their pickle calls ``getattr``, which cannot safely be allowed). We store them as plain
+      arrays and rebuild them on resume, so our checkpoints load with the safe loader everywhere (tools/test.py,
+      mmdet's and mmseg's own tools, ``init_cfg=Pretrained``) without switching it off.
     """
 
     priority = 'NORMAL'
@@ -78,11 +87,20 @@ class RandomStateHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint['random_state'] = dict(python=random.getstate(), numpy=np.random.get_state(),
                                           torch=torch.get_rng_state())
+        scalars = checkpoint.get('message_hub', {}).get('log_scalars', {})
+        for key, value in scalars.items():
+            if isinstance(value, HistoryBuffer):
+                scalars[key] = {PLAIN_HISTORY: True, 'log': value._log_history, 'count': value._count_history,
+                                'max_length': value.max_length}
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        scalars = checkpoint.get('message_hub', {}).get('log_scalars', {})
+        for key, value in scalars.items():
+            if isinstance(value, dict) and value.get(PLAIN_HISTORY):
+                scalars[key] = HistoryBuffer(value['log'], value['count'], value['max_length'])
         state = checkpoint.get('random_state')
         if state is None:
-            runner.logger.warning('the checkpoint holds no random state (not written with RandomStateHook); '
+            runner.logger.warning('the checkpoint holds no random state (not written with ResumableCheckpointHook); '
                                   'random numbers after this resume differ from an uninterrupted run')
             return
         random.setstate(state['python'])
