@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+# --cfg-options that switch the validation loop off (short runs that test training mechanics only)
+NO_VALIDATION = ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
 
 
 def run_tool(args, timeout=900, env=None, check=True):

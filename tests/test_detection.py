@@ -11,7 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, last_metrics, run_tool
+from helpers import NO_VALIDATION, ROOT, last_metrics, run_tool
 
 from vitattn_mm.datasets.shapes import ensure_coco
 
@@ -87,7 +87,7 @@ def test_prediction_at_odd_image_size_and_demo(trained, tmp_path, shapes_coco):
 
 def test_resume_continues_exactly(shapes_coco, tmp_path):
     """A run stopped after 2 iterations and resumed to 4 ends with the same weights as a run of 4."""
-    common = ['--cfg-options', 'train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=2',
+    common = ['--cfg-options', *NO_VALIDATION, 'default_hooks.checkpoint.interval=2',
               'train_dataloader.batch_size=2', 'randomness.seed=1']
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     run_tool(['tools/train.py', CONFIG, '--work-dir', full, *common, 'train_cfg.max_iters=4'])
@@ -108,7 +108,7 @@ def test_resume_continues_exactly(shapes_coco, tmp_path):
 def test_two_process_distributed_training(shapes_coco, tmp_path):
     work_dir = str(tmp_path / 'dist')
     proc = run_tool(['tools/dist_train.sh', CONFIG, '2', '--work-dir', work_dir, '--cfg-options',
-                     'train_cfg.max_iters=2', 'train_cfg.val_interval=1000', 'train_dataloader.batch_size=2',
+                     'train_cfg.max_iters=2', *NO_VALIDATION, 'train_dataloader.batch_size=2',
                      'default_hooks.logger.interval=1'], env={'PORT': '29517'}, timeout=900)
     log = proc.stdout + proc.stderr
     assert 'world_size: 2' in log.replace('World size', 'world_size').lower() or 'distributed: True' in log

@@ -5,7 +5,7 @@ import os.path as osp
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, last_metrics, run_tool
+from helpers import NO_VALIDATION, ROOT, last_metrics, run_tool
 
 from vitattn_mm.datasets.shapes import ensure_ade
 
@@ -69,7 +69,7 @@ def test_test_tools_and_demo(trained, tmp_path, shapes_ade):
 
 
 def test_resume_continues_exactly(shapes_ade, tmp_path):
-    common = ['--cfg-options', 'train_cfg.val_interval=1000', 'default_hooks.checkpoint.interval=2',
+    common = ['--cfg-options', *NO_VALIDATION, 'default_hooks.checkpoint.interval=2',
               'train_dataloader.batch_size=2', 'randomness.seed=1']
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     run_tool(['tools/train.py', CONFIG, '--work-dir', full, *common, 'train_cfg.max_iters=4'])
@@ -84,7 +84,7 @@ def test_resume_continues_exactly(shapes_ade, tmp_path):
 def test_two_process_distributed_training(shapes_ade, tmp_path):
     work_dir = str(tmp_path / 'dist')
     proc = run_tool(['tools/dist_train.sh', CONFIG, '2', '--work-dir', work_dir, '--cfg-options',
-                     'train_cfg.max_iters=2', 'train_cfg.val_interval=1000', 'train_dataloader.batch_size=2',
+                     'train_cfg.max_iters=2', *NO_VALIDATION, 'train_dataloader.batch_size=2',
                      'default_hooks.logger.interval=1'], env={'PORT': '29519'}, timeout=900)
     assert 'Iter(train) [2/2]' in proc.stdout + proc.stderr
     assert osp.exists(osp.join(work_dir, 'iter_2.pth'))

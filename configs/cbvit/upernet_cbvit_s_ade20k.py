@@ -4,6 +4,7 @@
 _base_ = [
     'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
     '../_base_/vitattn_runtime.py',
+    '../_base_/schedules/adamw.py',
     '../_base_/models/cbvit.py',
 ]
 model = dict(
@@ -11,13 +12,6 @@ model = dict(
     backbone=dict(_base_.cbvit_backbone, img_size=512),
     decode_head=dict(in_channels=_base_.cbvit_channels),
     auxiliary_head=dict(in_channels=_base_.cbvit_channels[2]))
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=_base_.cbvit_paramwise_cfg)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
+optim_wrapper = dict(_base_.seg_optim_wrapper, paramwise_cfg=_base_.cbvit_paramwise_cfg)
+param_scheduler = _base_.seg_param_scheduler
 train_dataloader = dict(batch_size=2)

@@ -2,11 +2,8 @@
 _base_ = [
     'mmdet::cascade_rcnn/cascade-mask-rcnn_r50_fpn_1x_coco.py',
     '../_base_/vitattn_runtime.py',
+    '../_base_/schedules/adamw.py',
     '../_base_/models/lavit.py',
 ]
 model = dict(backbone=_base_.lavit_backbone, neck=dict(in_channels=_base_.lavit_channels))
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0001, betas=(0.9, 0.999), weight_decay=0.05),
-    paramwise_cfg=_base_.lavit_paramwise_cfg)
+optim_wrapper = dict(_base_.det_optim_wrapper, paramwise_cfg=_base_.lavit_paramwise_cfg)

@@ -3,6 +3,7 @@
 _base_ = [
     'mmseg::upernet/upernet_r50_4xb4-160k_ade20k-512x512.py',
     '../_base_/vitattn_runtime.py',
+    '../_base_/schedules/adamw.py',
     '../_base_/models/lavit.py',
 ]
 model = dict(
@@ -10,13 +11,6 @@ model = dict(
     backbone=_base_.lavit_backbone,
     decode_head=dict(in_channels=_base_.lavit_channels),
     auxiliary_head=dict(in_channels=_base_.lavit_channels[2]))
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=_base_.lavit_paramwise_cfg)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
-    dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),
-]
+optim_wrapper = dict(_base_.seg_optim_wrapper, paramwise_cfg=_base_.lavit_paramwise_cfg)
+param_scheduler = _base_.seg_param_scheduler
 train_dataloader = dict(batch_size=2)

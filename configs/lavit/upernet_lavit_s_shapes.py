@@ -22,14 +22,11 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
-train_dataloader = dict(
-    batch_size=4,
-    num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
-val_dataloader = dict(
-    batch_size=1,
-    num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+# ADE20KDataset only accepts subsets of the 150 ADE classes; the same layout with our classes is a BaseSegDataset
+dataset = dict(type='BaseSegDataset', data_root=data_root, metainfo=metainfo, img_suffix='.jpg',
+               seg_map_suffix='.png', reduce_zero_label=True)
+train_dataloader = dict(batch_size=4, num_workers=1, dataset=dict(dataset, pipeline=train_pipeline))
+val_dataloader = dict(batch_size=1, num_workers=1, dataset=dict(dataset, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 # CPU scale: full LaViT-S backbone, UperNet at 128 channels, BN instead of SyncBN (one process).

@@ -9,8 +9,9 @@ built with the toolbox's own API (``mmdet.apis.init_detector`` / ``mmseg.apis.in
 config's ``default_scope`` names) on the CPU and only ``model.backbone`` is run. Without CHECKPOINT the backbone
 is initialised by its own ``init_weights()`` (random initialisation unless its ``init_cfg`` names pretrained
 weights; ``--cfg-options model.backbone.init_cfg=None`` forces random weights) and every output says so.
-Checkpoints written during training hold mmengine's message hub, which torch's safe loader (torch >= 2.6) refuses;
-for such a file of your own pass ``--unsafe-load``.
+Checkpoints written by training runs without ``ResumableCheckpointHook`` (the repository's configs have it) hold
+mmengine's ``HistoryBuffer`` objects, which torch's safe loader (torch >= 2.6) refuses; for such a file of your own
+pass ``--unsafe-load``.
 
 Images are read as the test pipeline reads them (BGR), resized to exactly ``--size`` (default 160x160, aspect
 ratio not kept) and normalised by the model's ``data_preprocessor``. Attention is captured with forward hooks on
@@ -107,9 +108,9 @@ def parse_args(argv=None):
                         help='LaViT only: a checkpoint of a separately trained all-VA model of the same architecture '
                         '(e.g. from a *-allva config) to use as the all-VA variant instead of copying weights')
     parser.add_argument('--unsafe-load', action='store_true',
-                        help="read CHECKPOINT with torch's full unpickler: needed for checkpoints written during "
-                        "training (they hold mmengine's message hub, which the safe loader refuses); only for "
-                        'files you trust')
+                        help="read CHECKPOINT with torch's full unpickler: needed for checkpoints whose message hub "
+                        "holds mmengine's HistoryBuffer objects (written without ResumableCheckpointHook), which the "
+                        'safe loader refuses; only for files you trust')
     args = parser.parse_args(argv)
     if min(args.size) < 32:
         parser.error(f'--size must be at least 32x32, got {args.size[0]}x{args.size[1]}')
@@ -173,9 +174,10 @@ def build_model(config: str, checkpoint: Optional[str], cfg_options: Optional[di
             blocked = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(exc))
             if blocked is None or unsafe_load:
                 raise
-            raise SystemExit(f"{checkpoint} holds Python objects that torch's safe loader refuses "
-                             f'({blocked.group(1)}; training checkpoints hold mmengine\'s message hub). If you trust '
-                             'the file (e.g. your own training output), re-run with --unsafe-load') from None
+            message = (f"{checkpoint} holds Python objects that torch's safe loader refuses ({blocked.group(1)}, "
+                       'e.g. from a training run without ResumableCheckpointHook). If you trust the file (e.g. your '
+                       'own training output), re-run with --unsafe-load')
+            raise SystemExit(message) from None
     # Both APIs drop the backbone's init_cfg and neither initialises weights when no checkpoint is given.
     if checkpoint:
         weights = f'checkpoint {checkpoint}'
@@ -618,8 +620,8 @@ def plot_la_vs_va(path: str, rows: List[dict], info: dict, title: str) -> None:
                                                  ('all-va', '#9e9e9e', 'all-VA, same position'))):
         v = values(variant, 'tv_to_last_va')
         ax2.bar(x + (k - 0.5) * 0.4, v[:, 0], 0.4, yerr=v[:, 1], capsize=1.5, color=colour, label=name)
-    ax2.set_ylim(0, max(0.05, float(np.nanmax(values('all-va', 'tv_to_last_va')[:, 0])) * 1.25,
-                        float(np.nanmax(values('lavit', 'tv_to_last_va')[:, 0])) * 1.25))
+    tops = [float(np.nanmax(values(v, 'tv_to_last_va').sum(axis=1))) for v in ('lavit', 'all-va')]
+    ax2.set_ylim(0, max(0.05, *tops) * 1.1)
     ax2.set_title("total variation to the stage's last VA layer (0..1)", fontsize=9)
     ax2.legend(fontsize=7, loc='upper center', bbox_to_anchor=(0.5, -0.25), ncol=1, frameon=False)
     for ax in (ax1, ax2):
@@ -713,9 +715,9 @@ def summary_cbvit(meter: Meter, info: dict) -> str:
              'tokens)',
              f'{"block":>5}  {"entropy on":>10} {"entropy off":>11}  {"max on":>7} {"max off":>7}']
     for l in range(info['depth']):
-        lines.append(f'{l:>5}  {meter.get("cb-on", 0, l, "entropy_norm"):>10.3f} '
-                     f'{meter.get("cb-off", 0, l, "entropy_norm"):>11.3f}  {meter.get("cb-on", 0, l, "max_prob"):>7.3f} '
-                     f'{meter.get("cb-off", 0, l, "max_prob"):>7.3f}')
+        g = lambda v, m: meter.get(v, 0, l, m)  # noqa: E731
+        lines.append(f'{l:>5}  {g("cb-on", "entropy_norm"):>10.4f} {g("cb-off", "entropy_norm"):>11.4f}  '
+                     f'{g("cb-on", "max_prob"):>7.4f} {g("cb-off", "max_prob"):>7.4f}')
     for metric in ('entropy_norm', 'max_prob'):
         on = np.mean([meter.get('cb-on', 0, l, metric) for l in range(info['depth'])])
         off = np.mean([meter.get('cb-off', 0, l, metric) for l in range(info['depth'])])
@@ -731,7 +733,7 @@ def main(argv=None) -> int:
         raise SystemExit(f'error: {exc}') from None
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     model, cfg, scope, weights = build_model(args.config, args.checkpoint, args.cfg_options, args.seed,
-                                                 args.unsafe_load)
+                                             args.unsafe_load)
     from vitattn_mm import CBViT, LaViT
     backbone = model.backbone
     size = tuple(args.size)
@@ -742,7 +744,7 @@ def main(argv=None) -> int:
     title = f'{name}, {source}, {len(inputs)} images {size[0]}x{size[1]}'
     print(f'config: {args.config}\nbackbone: {name}\nWEIGHTS: {weights}\nimages: {len(inputs)} from {args.images}, '
           f'resized to {size[0]}x{size[1]}')
-    if 'random' in weights:
+    if weights.startswith('random'):
         print('NOTE: random initialisation, no trained weights: these are the statistics of an untrained model.')
     written = []
     if isinstance(backbone, LaViT):

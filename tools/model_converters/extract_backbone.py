@@ -19,27 +19,15 @@ loads with ``weights_only=True``. Exit status: 0 done, 2 user error (one ``error
 VITATTN_TRACEBACK=1 for a traceback instead of the one line.
 """
 import argparse
-import io
 import os
-import re
 import sys
 from collections import Counter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a checkout
 
-
-class UserError(Exception):
-    """A problem the user can fix; reported as one ``error:`` line with exit status 2."""
-
-
-def one_line(text, limit: int = 8) -> str:
-    """A multi-line message (a headline and one item a line) as one line, with at most ``limit`` items."""
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return ''.join(lines)
-    items = lines[1:limit + 1] + ([f'and {len(lines) - 1 - limit} more'] if len(lines) - 1 > limit else [])
-    return f"{lines[0]} {'; '.join(items)}"
+from vitattn_mm.utils.checkpoint_io import (UserError, add_unsafe_load_argument, load_checkpoint,  # noqa: E402
+                                            require_file, run_cli, safe_meta, save_atomic)
 
 
 def parse_args(argv=None):
@@ -49,52 +37,8 @@ def parse_args(argv=None):
     parser.add_argument('dst', metavar='DST', help='output backbone checkpoint')
     parser.add_argument('--prefix', default='backbone.',
                         help='keys to keep, removed in DST (default: backbone.)')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='allow the full unpickler when SRC holds more than tensors and plain values (e.g. '
-                        "mmengine's message hub); only for files you trust")
+    add_unsafe_load_argument(parser, 'SRC')
     return parser.parse_args(argv)
-
-
-def load_checkpoint(path: str, unsafe: bool):
-    """Reads a checkpoint on the CPU with torch's safe loader, or the full one if ``unsafe``."""
-    import torch
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001  (any reader error means: not a usable file)
-        blocked = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
-        if blocked is None:
-            raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: '
-                            f'{one_line(e)[:200]})') from e
-        if not unsafe:
-            raise UserError(f"{path} holds Python objects that torch's safe loader refuses ({blocked.group(1)}); "
-                            'if you trust the file (e.g. your own training output), re-run with --unsafe-load') from e
-    print(f'warning: loading {path} with the full unpickler (--unsafe-load)', file=sys.stderr)
-    try:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: '
-                        f'{one_line(e)[:200]})') from e
-
-
-def safe_meta(meta) -> dict:
-    """The entries of ``meta`` that ``torch.load(weights_only=True)`` can read back; warns about the others."""
-    import torch
-    if not isinstance(meta, dict):
-        return {}
-    kept, dropped = {}, []
-    for key, value in meta.items():
-        buffer = io.BytesIO()
-        try:
-            torch.save(value, buffer)
-            buffer.seek(0)
-            torch.load(buffer, map_location='cpu', weights_only=True)
-        except Exception:  # noqa: BLE001  (anything the safe loader cannot read back)
-            dropped.append(str(key))
-            continue
-        kept[key] = value
-    if dropped:
-        print(f'warning: meta entries left out (not readable by the safe loader): {dropped}', file=sys.stderr)
-    return kept
 
 
 def key_prefixes(keys) -> str:
@@ -103,9 +47,8 @@ def key_prefixes(keys) -> str:
 
 
 def check_args(args) -> None:
-    """The checks that need no import of torch (fast answers to typos)."""
-    if not os.path.isfile(args.src):
-        raise UserError(f'{args.src}: no such file' if not os.path.exists(args.src) else f'{args.src} is not a file')
+    """The checks of the arguments alone, before any checkpoint is read."""
+    require_file(args.src)
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise UserError('DST is SRC; write the backbone to another file')
     if not args.prefix.strip('.'):
@@ -118,7 +61,7 @@ def run(args) -> None:
     import vitattn_mm  # noqa: F401  (safe globals for numpy values in mmengine checkpoints)
     from vitattn_mm.models.utils.checkpoint import extract_state_dict, strip_prefix
 
-    checkpoint = load_checkpoint(args.src, args.unsafe_load)
+    checkpoint = load_checkpoint(args.src, args.unsafe_load, trusted_example='your own training output')
     if not isinstance(checkpoint, dict):
         raise UserError(f'{args.src} holds a {type(checkpoint).__name__}, not a checkpoint dict')
     state = extract_state_dict(checkpoint)
@@ -134,15 +77,7 @@ def run(args) -> None:
 
     meta = safe_meta(checkpoint.get('meta'))
     meta['extracted_from'] = dict(file=os.path.basename(args.src), prefix=prefix)
-    out_dir = os.path.dirname(os.path.abspath(args.dst))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f'.{os.path.basename(args.dst)}.tmp')
-    try:
-        torch.save({'state_dict': {k: v.detach().clone() for k, v in backbone.items()}, 'meta': meta}, tmp)
-        os.replace(tmp, args.dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    save_atomic({'state_dict': {k: v.detach().clone() for k, v in backbone.items()}, 'meta': meta}, args.dst)
     params = sum(v.numel() for v in backbone.values())
     left_out = [] if state is checkpoint else sorted(str(k) for k, v in checkpoint.items()
                                                     if v is not state and k != 'meta')
@@ -155,15 +90,7 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        check_args(args)
-        run(args)
-    except UserError as e:
-        if os.environ.get('VITATTN_TRACEBACK'):
-            raise
-        print(f'error: {one_line(e)}', file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(lambda: (check_args(args), run(args)))
 
 
 if __name__ == '__main__':

@@ -25,11 +25,13 @@ trust that holds other Python objects. Exit status: 0 done, 2 user error (one ``
 import argparse
 import math
 import os
-import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)  # run from a checkout
+
+from vitattn_mm.utils.checkpoint_io import (UserError, add_unsafe_load_argument, load_checkpoint,  # noqa: E402
+                                            one_line, require_file, run_cli, save_atomic)
 
 # CBViT arch -> timm model with the same architecture (DeiT-T/S/B are these ViTs)
 TIMM_MODELS = {
@@ -41,21 +43,8 @@ ATOL = 1e-5
 PATCH = 16
 
 
-class UserError(Exception):
-    """A problem the user can fix; reported as one ``error:`` line with exit status 2."""
-
-
 class VerificationError(Exception):
     """The converted backbone does not reproduce timm's features; exit status 1."""
-
-
-def one_line(text, limit: int = 8) -> str:
-    """A multi-line message (a headline and one item a line) as one line, with at most ``limit`` items."""
-    lines = [line.strip() for line in str(text).strip().splitlines() if line.strip()]
-    if len(lines) <= 1:
-        return ''.join(lines)
-    items = lines[1:limit + 1] + ([f'and {len(lines) - 1 - limit} more'] if len(lines) - 1 > limit else [])
-    return f"{lines[0]} {'; '.join(items)}"
 
 
 def parse_args(argv=None):
@@ -70,36 +59,9 @@ def parse_args(argv=None):
                         help='image size of the stored position embedding, a multiple of 16 (default: 224)')
     parser.add_argument('--verify', action=argparse.BooleanOptionalAction, default=True,
                         help="compare CBViT's patch tokens with timm's on a random batch (default: on)")
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='allow the full unpickler when SRC holds more than tensors (only for trusted files)')
+    add_unsafe_load_argument(
+        parser, 'SRC', help='allow the full unpickler when SRC holds more than tensors (only for trusted files)')
     return parser.parse_args(argv)
-
-
-def load_checkpoint(path: str, unsafe: bool):
-    """Reads a checkpoint on the CPU with torch's safe loader (or safetensors)."""
-    import torch
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device='cpu')
-        except Exception as e:  # noqa: BLE001  (any reader error means: not a usable file)
-            raise UserError(f'cannot read {path} as safetensors: {one_line(e)[:200]}') from e
-    try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        blocked = re.search(r'Unsupported global: GLOBAL ([\w.]+)', str(e))
-        if blocked is None:
-            raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: '
-                            f'{one_line(e)[:200]})') from e
-        if not unsafe:
-            raise UserError(f"{path} holds Python objects that torch's safe loader refuses ({blocked.group(1)}); "
-                            f'if you trust the file, re-run with --unsafe-load') from e
-    print(f'warning: loading {path} with the full unpickler (--unsafe-load)', file=sys.stderr)
-    try:
-        return torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:  # noqa: BLE001
-        raise UserError(f'{path} is not a readable PyTorch checkpoint ({type(e).__name__}: '
-                        f'{one_line(e)[:200]})') from e
 
 
 def vit_state(checkpoint, path: str) -> dict:
@@ -235,9 +197,8 @@ def verify(state: dict, dst_state: dict, dst_file: str, args) -> float:
 
 
 def check_args(args) -> None:
-    """The checks that need no import of torch (fast answers to typos)."""
-    if not os.path.isfile(args.src):
-        raise UserError(f'{args.src}: no such file' if not os.path.exists(args.src) else f'{args.src} is not a file')
+    """The checks of the arguments alone, before any checkpoint is read."""
+    require_file(args.src)
     if os.path.abspath(args.src) == os.path.abspath(args.dst):
         raise UserError('DST is SRC; write the converted checkpoint to another file')
     if args.img_size < 32 or args.img_size % PATCH:
@@ -245,11 +206,9 @@ def check_args(args) -> None:
 
 
 def run(args) -> None:
-    import torch
-
     import vitattn_mm  # noqa: F401  (safe globals for numpy values in mmengine checkpoints)
 
-    state = vit_state(load_checkpoint(args.src, args.unsafe_load), args.src)
+    state = vit_state(load_checkpoint(args.src, args.unsafe_load, safetensors=True), args.src)
     check_arch(state, args.arch, args.src)
     dst_state, dropped = convert(state, args)
     grid = args.img_size // PATCH
@@ -257,17 +216,8 @@ def run(args) -> None:
                 arch=args.arch, img_size=args.img_size, source_grid=source_grid(state, args.src), grid=grid,
                 dropped_keys=dropped, vitattn_mm_version=vitattn_mm.__version__)
 
-    out_dir = os.path.dirname(os.path.abspath(args.dst))
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = os.path.join(out_dir, f'.{os.path.basename(args.dst)}.tmp')
-    try:
-        torch.save({'state_dict': dst_state, 'meta': meta}, tmp)
-        if args.verify:
-            verify(state, dst_state, tmp, args)
-        os.replace(tmp, args.dst)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    check = (lambda tmp: verify(state, dst_state, tmp, args)) if args.verify else None
+    save_atomic({'state_dict': dst_state, 'meta': meta}, args.dst, check=check)
     print(f'wrote {len(dst_state)} tensors of CBViT(arch={args.arch!r}, img_size={args.img_size}) to {args.dst} '
           f'(dropped from SRC: {short_list(dropped)}); use it with '
           f"init_cfg=dict(type='Pretrained', checkpoint={args.dst!r})")
@@ -275,18 +225,10 @@ def run(args) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    expected = (UserError, VerificationError)
-    try:
-        check_args(args)
-        from vitattn_mm.models.utils.checkpoint import CheckpointMismatchError
-        expected += (CheckpointMismatchError, ValueError)  # CBViT's own checks, e.g. distilled DeiT
-        run(args)
-    except expected as e:
-        if os.environ.get('VITATTN_TRACEBACK'):
-            raise
-        print(f'error: {one_line(e)}', file=sys.stderr)
-        return 1 if isinstance(e, VerificationError) else 2
-    return 0
+    from vitattn_mm.models.utils.checkpoint import CheckpointMismatchError
+    # ValueError: CBViT's own checks, e.g. distilled DeiT; a failed verification exits with 1
+    return run_cli(lambda: (check_args(args), run(args)),
+                   errors=(VerificationError, CheckpointMismatchError, ValueError), status={VerificationError: 1})
 
 
 if __name__ == '__main__':

@@ -132,6 +132,9 @@ class CBViT(PyramidBackbone):
 
     def convert_pretrained(self, state: StateDict) -> StateDict:
         """Drops timm/DeiT classifier weights and resizes the position embedding to this model's grid."""
+        if any(k.startswith('fc_norm.') for k in state) and 'norm.weight' not in state:
+            raise ValueError('this is a global-pool ViT checkpoint (fc_norm instead of norm, e.g. MAE fine-tuned); '
+                             'CBViT expects class-token ViT/DeiT weights with a final `norm`')
         state = {k: v for k, v in state.items() if not k.startswith(('head.', 'head_dist.', 'fc_norm.'))}
         if 'dist_token' in state:
             raise ValueError('distilled DeiT checkpoints (with dist_token) are not supported; use the non-distilled '

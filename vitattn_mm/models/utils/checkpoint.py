@@ -43,7 +43,8 @@ def load_matching_state(module: nn.Module, state: StateDict, source: str = 'chec
     if not matched:
         raise CheckpointMismatchError(
             f'{source} has no key of {name}: its first keys are {sorted(state)[:5]}, the model expects e.g. '
-            f'{sorted(own)[:5]}. For a detector/segmentor checkpoint set prefix="backbone." in init_cfg.')
+            f'{sorted(own)[:5]}. If it is a detector/segmentor checkpoint, set prefix="backbone." in init_cfg; '
+            f'otherwise it is a checkpoint of another model.')
     wrong_shape = [f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}' for k in matched
                    if state[k].shape != own[k].shape]
     if wrong_shape:
