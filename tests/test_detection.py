@@ -4,11 +4,9 @@ These tests train real models with real mmdet/mmengine loops on CPU; together th
 """
 import glob
 import json
-import os
 import os.path as osp
 import shutil
 
-import numpy as np
 import pytest
 import torch
 from helpers import NO_VALIDATION, ROOT, last_metrics, run_tool
@@ -17,11 +15,18 @@ from vitattn_mm.datasets.shapes import ensure_coco
 
 CONFIG = 'configs/lavit/maskrcnn_lavit_s_shapes.py'
 
-# Learning threshold. Measured here (400 iterations, batch 4, seed 0): LaViT-S trained end to end reached
-# bbox mAP 0.XXX; the same detector with the backbone frozen at its random initialisation (frozen_stages=4)
-# reached 0.YYY. A backbone that passes no image information on (broken) cannot localise anything (mAP ~0).
+# Learning thresholds. Measured here (400 iterations, batch 4, seed 0, shapes generator v2, 1 thread):
+#   LaViT-S trained end to end:                               bbox mAP 0.436, segm mAP 0.562
+#   the same detector, backbone frozen at random init
+#   (model.backbone.frozen_stages=4, heads and FPN trained):  bbox mAP 0.416, segm mAP 0.494
+#   a broken backbone (features independent of the image):    nothing to localise, mAP ~0
+# The FPN and heads learn a lot on frozen random features of this easy set, so bbox mAP separates the trained
+# backbone from the frozen one by only 0.02, too little to assert; mask mAP separates them by 0.068. So: bbox mAP
+# must clear 0.30 (far above a broken backbone, margin 0.136 below the trained run), and segm mAP must clear 0.515
+# (+0.021 above the frozen-random backbone, -0.047 below the trained run).
 LEARN_ITERS = 400
 MIN_BBOX_MAP = 0.30
+MIN_SEGM_MAP = 0.515
 
 
 @pytest.fixture(scope='session')
@@ -44,7 +49,7 @@ def test_learns_to_detect_shapes(trained):
     work_dir, checkpoint = trained
     metrics = last_metrics(work_dir)
     assert metrics['coco/bbox_mAP'] >= MIN_BBOX_MAP, metrics
-    assert metrics['coco/segm_mAP'] > 0.1, metrics
+    assert metrics['coco/segm_mAP'] >= MIN_SEGM_MAP, metrics
     # the diagonality-preserving loss reached the detector's losses and was logged
     with open(glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))[0]) as f:
         rows = [json.loads(line) for line in f]

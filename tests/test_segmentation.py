@@ -2,7 +2,6 @@
 import glob
 import os.path as osp
 
-import numpy as np
 import pytest
 import torch
 from helpers import NO_VALIDATION, ROOT, last_metrics, run_tool
@@ -11,10 +10,13 @@ from vitattn_mm.datasets.shapes import ensure_ade
 
 CONFIG = 'configs/lavit/upernet_lavit_s_shapes.py'
 
-# Learning threshold. Measured here (LEARN_ITERS iterations, batch 4, seed 0): LaViT-S UperNet reached mIoU XX;
-# with the backbone frozen at its random initialisation YY. Chance level for 4 classes is ~25 per class-IoU at best.
+# Learning threshold. Measured here (300 iterations, batch 4, seed 0, shapes generator v2): LaViT-S UperNet trained
+# end to end reached mIoU 95.4 (class IoUs 96.7 / 98.2 / 93.6 / 93.0); the same model with the backbone frozen at its
+# random initialisation (model.backbone.frozen_stages=4) reached 91.7 (star 85.3). A broken backbone (features that do
+# not depend on the image) can only paint one class everywhere: mIoU <= ~8. The threshold sits between the frozen
+# and the trained model: margins +1.9 and -1.8 mIoU.
 LEARN_ITERS = 300
-MIN_MIOU = 50.0
+MIN_MIOU = 93.5
 
 
 @pytest.fixture(scope='session')

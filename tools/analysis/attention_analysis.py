@@ -79,7 +79,9 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 from mmengine.config import Config, DictAction  # noqa: E402
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+from vitattn_mm.models.layers.attention import merge_heads, split_heads  # noqa: E402
+from vitattn_mm.utils.images import list_images  # noqa: E402
+
 CSV_NAME = 'attention_stats.csv'
 CSV_COLUMNS = ('model', 'variant', 'weights', 'image_size', 'n_images', 'stage', 'layer', 'ref_layer', 'kind',
                'metric', 'value', 'std')
@@ -115,17 +117,6 @@ def parse_args(argv=None):
     if min(args.size) < 32:
         parser.error(f'--size must be at least 32x32, got {args.size[0]}x{args.size[1]}')
     return args
-
-
-def list_images(path: str, limit: int = 0) -> List[str]:
-    if osp.isfile(path):
-        return [path]
-    if not osp.isdir(path):
-        raise FileNotFoundError(f'--images: no such file or folder: {path}')
-    images = sorted(osp.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
-    if not images:
-        raise FileNotFoundError(f'--images: no images ({", ".join(IMAGE_SUFFIXES)}) in {path}')
-    return images[:limit] if limit > 0 else images
 
 
 @contextlib.contextmanager
@@ -295,16 +286,6 @@ class Meter:
 # ---------------------------------------------------------------------------------------------------------------
 # Hook-side self-check: the hooked attention must reproduce the layer's output
 # ---------------------------------------------------------------------------------------------------------------
-def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    b, n, c = x.shape
-    return x.reshape(b, n, heads, c // heads).transpose(1, 2)
-
-
-def _merge_heads(x: torch.Tensor) -> torch.Tensor:
-    b, h, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * d)
-
-
 def _check_reproduces(name: str, expected: torch.Tensor, got: torch.Tensor) -> None:
     err = (expected - got).abs().max().item()
     scale = expected.abs().max().item() + 1e-6
@@ -331,9 +312,9 @@ def lavit_attention(backbone, image: torch.Tensor, verify: bool) -> Dict[Tuple[i
                 if verify:
                     x, hw = args[0], args[1]
                     keys, _ = module.reduce(x, hw)
-                    v = _split_heads(module.v(keys), module.num_heads)
+                    v = split_heads(module.v(keys), module.num_heads)
                     _check_reproduces(f'stage {s + 1} layer {l} ({kind})', out,
-                                      module.proj(_merge_heads(probs.to(v.dtype) @ v)))
+                                      module.proj(merge_heads(probs.to(v.dtype) @ v)))
                 square = amap.pooled(backbone.sr_ratios[s]).probabilities().detach()
                 records[(s, l)] = dict(kind=kind, probs=probs, square=square)
 
@@ -472,7 +453,7 @@ def vit_attention(backbone, image: torch.Tensor, verify: bool) -> List[torch.Ten
             q, k, v = module.qkv(x).reshape(b, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)
             p = ((q * (c // heads)**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
             if verify:
-                _check_reproduces(f'block {i}', output, module.proj(_merge_heads(p @ v)))
+                _check_reproduces(f'block {i}', output, module.proj(merge_heads(p @ v)))
             probs[i] = p.detach()
 
         handles.append(block.attn.register_forward_hook(hook))

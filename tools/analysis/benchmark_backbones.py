@@ -512,7 +512,11 @@ def evaluate_targets(results: dict) -> List[dict]:
 def render_markdown(results: dict) -> str:
     out = []
     a = results['args']
-    out.append(f"Generated {results['date']} by `{results['command']}`.")
+    resumed = ''
+    if results.get('resumed'):
+        resumed = ' Interrupted, then continued with `--resume` at ' + ', '.join(
+            f"{r['date']} (1-min load {r['load'][0]:.2f})" for r in results['resumed']) + '.'
+    out.append(f"Generated {results['date']} by `{results['command']}`.{resumed}")
     out.append('')
     out.append(f"Machine: {results['machine']}. Load average (1/5/15 min) before the run: "
                f"{' / '.join(f'{x:.2f}' for x in results['load_before'])}, after: "
@@ -658,9 +662,23 @@ def parse_args(argv=None):
     p.add_argument('--out', type=Path, help='markdown file to write the report to')
     p.add_argument('--section', default='main',
                    help='name of the generated section of --out to replace (several runs can share one file)')
-    p.add_argument('--json', type=Path, help='JSON file for the raw numbers')
+    p.add_argument('--json', type=Path, help='JSON file for the raw numbers (also written after every phase)')
+    p.add_argument('--resume', action='store_true',
+                   help='go on with the phases missing from --json (an interrupted run with the same settings)')
     p.add_argument('--memory-worker', help=argparse.SUPPRESS)
     return p.parse_args(argv)
+
+
+def _load_resume(args, path: Path) -> Optional[dict]:
+    """Results of an interrupted run with the same settings, or None."""
+    if not path.exists():
+        return None
+    old = json.loads(path.read_text(), object_pairs_hook=OrderedDict)
+    same = dict(models=args.models, sizes=[size_str(s) for s in args.sizes], warmup=args.warmup,
+                repeats=args.repeats, threads=args.threads)
+    if old.get('args') != same:
+        raise SystemExit(f'--resume: {path} was written with {old.get("args")}, this run has {same}')
+    return old
 
 
 def main(argv=None) -> dict:
@@ -673,15 +691,29 @@ def main(argv=None) -> dict:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = dict(
-        date=datetime.datetime.now().isoformat(timespec='seconds'),
-        command='python ' + ' '.join([os.path.relpath(__file__, REPO_ROOT)] + (sys.argv[1:] if argv is None
-                                                                                else list(argv))),
-        machine=machine_description(args.threads), load_before=list(os.getloadavg()),
-        args=dict(models=args.models, sizes=[size_str(s) for s in args.sizes], warmup=args.warmup,
-                  repeats=args.repeats, threads=args.threads),
-        params_m={}, per_size=OrderedDict((size_str(s), OrderedDict((n, {}) for n in args.models))
-                                          for s in args.sizes))
+    def save() -> None:
+        """Raw numbers after every phase, so that an interrupted run can go on with --resume."""
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            tmp = args.json.with_suffix(args.json.suffix + '.tmp')
+            tmp.write_text(json.dumps(results, indent=1, default=str))
+            tmp.replace(args.json)
+
+    command = 'python ' + ' '.join([os.path.relpath(__file__, REPO_ROOT)] + (sys.argv[1:] if argv is None
+                                                                              else list(argv)))
+    results = _load_resume(args, args.json) if args.resume and args.json else None
+    if results is not None:
+        log(f'resuming from {args.json}')
+        results.setdefault('resumed', []).append(dict(date=datetime.datetime.now().isoformat(timespec='seconds'),
+                                                      load=list(os.getloadavg())))
+    else:
+        results = OrderedDict(
+            date=datetime.datetime.now().isoformat(timespec='seconds'), command=command,
+            machine=machine_description(args.threads), load_before=list(os.getloadavg()),
+            args=dict(models=args.models, sizes=[size_str(s) for s in args.sizes], warmup=args.warmup,
+                      repeats=args.repeats, threads=args.threads),
+            params_m={}, per_size=OrderedDict((size_str(s), OrderedDict((n, {}) for n in args.models))
+                                              for s in args.sizes))
 
     log(f'building {len(args.models)} models')
     models = OrderedDict((name, build_model(name)) for name in args.models)
@@ -689,61 +721,75 @@ def main(argv=None) -> dict:
         results['params_m'][name] = count_params(model) / 1e6
 
     if not args.skip_flops:
-        log('checking the FLOP counter on single attention modules')
-        results['flop_verification'] = verify_flop_counter()
+        if 'flop_verification' not in results:
+            log('checking the FLOP counter on single attention modules')
+            results['flop_verification'] = verify_flop_counter()
         for size in args.sizes:
             x = image(size)
             for name, model in models.items():
+                entry = results['per_size'][size_str(size)][name]
+                if 'gmacs' in entry:
+                    continue
                 log(f'counting FLOPs: {name} at {size_str(size)}')
                 res = count_flops(lambda: model(x))
-                entry = results['per_size'][size_str(size)][name]
                 entry['gmacs'] = res['macs'] / 1e9
                 entry['gmacs_by_op'] = {k: v / 1e9 for k, v in res['macs_by_op'].items()}
                 entry['uncounted_matmul_like_ops'] = res['uncounted_matmul_like_ops']
                 entry['aten_calls'] = res['aten_calls']
+            save()
 
     if not args.skip_memory:
         for size in args.sizes:
             for name in args.models:
+                entry = results['per_size'][size_str(size)][name]
+                if 'memory' in entry:
+                    continue
                 log(f'memory (fresh process): {name} at {size_str(size)}')
-                results['per_size'][size_str(size)][name]['memory'] = measure_memory(name, size, args.threads)
+                entry['memory'] = measure_memory(name, size, args.threads)
+                save()
 
     for size in args.sizes:
+        per_model = results['per_size'][size_str(size)]
+        if all('latency_s' in per_model[n] for n in args.models):
+            continue
         log(f'latency at {size_str(size)}: {args.warmup} warm-up + {args.repeats} round-robin rounds')
         x = image(size)
         fns = OrderedDict((name, (lambda m=model: m(x))) for name, model in models.items())
         times = time_round_robin(fns, args.warmup, args.repeats, log=log)
         for name, t in times.items():
-            entry = results['per_size'][size_str(size)][name]
-            entry['latency_s'] = t
-            entry['latency_median_s'] = statistics.median(t)
+            per_model[name]['latency_s'] = t
+            per_model[name]['latency_median_s'] = statistics.median(t)
         results.setdefault('load_during', []).append(os.getloadavg()[0])
+        save()
 
-    if not args.skip_micro:
+    if not args.skip_micro and 'micro' not in results:
         log(f'attention micro-benchmark (stage 1 of LaViT-S at {size_str(args.micro_size)})')
         results['micro'] = attention_micro_benchmark(args.micro_size, 1, args.micro_repeats, log=log)
         results.setdefault('load_during', []).append(os.getloadavg()[0])
+        save()
 
     if args.profile:
-        results['profiles'] = {}
+        results.setdefault('profiles', {})
         size = args.sizes[0]
         x = image(size)
         for name in args.profile:
+            if name in results['profiles']:
+                continue
             log(f'profiling {name} at {size_str(size)}')
             model = models[name] if name in models else build_model(name)
             results['profiles'][name] = dict(size=size_str(size), modules=module_time_breakdown(model, x),
                                              operators=operator_profile(model, x))
+            save()
 
     results['load_after'] = list(os.getloadavg())
     results['targets'] = evaluate_targets(results)
+    save()
     report = render_markdown(results)
     print(report)
     if args.out:
         write_markdown(args.out, report, args.section)
         log(f'wrote {args.out}')
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=1, default=str))
         log(f'wrote {args.json}')
     return results
 

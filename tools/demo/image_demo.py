@@ -17,19 +17,7 @@ import numpy as np
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))  # run from a checkout
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
-
-
-def list_images(path: str, limit: int = 0):
-    if osp.isfile(path):
-        return [path]
-    if not osp.isdir(path):
-        raise FileNotFoundError(f'input not found: {path}')
-    images = sorted(osp.join(path, f) for f in os.listdir(path) if f.lower().endswith(IMAGE_SUFFIXES))
-    if not images:
-        raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {path}')
-    return images[:limit] if limit > 0 else images
-
+from vitattn_mm.utils.images import list_images  # noqa: E402
 
 def build_inferencer(config: str, checkpoint: str, device: str):
     from mmengine.config import Config

@@ -1,5 +1,5 @@
 """An attention matrix carried from one layer to the next (and from one stage to the next) in LaViT."""
-from typing import Optional, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
