@@ -3,7 +3,7 @@
 # LaViT-S Mask R-CNN on it, evaluate bbox and segm with COCO metrics, and draw predictions on test images.
 # An interrupted run continues from its last checkpoint when started again.
 #
-#   bash tools/main_job.sh                      # everything (about 10 minutes on 2 CPU cores, after the install)
+#   bash tools/main_job.sh                      # everything (its time on 2 CPU cores: see README.md)
 #   WORK_DIR=... MAX_ITERS=... bash tools/main_job.sh
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"

@@ -16,7 +16,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
         raise FileNotFoundError(f'config file not found: {path}')
     cfg = Config.fromfile(path)
     if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+        merge_cfg_options(cfg, cfg_options, path)
     scope = cfg.get('default_scope')
     if scope not in TOOLBOX_OF_SCOPE:
         raise ValueError(f'{path}: default_scope must be one of {sorted(TOOLBOX_OF_SCOPE)} (inherit an mmdet:: or '
@@ -24,6 +24,51 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
     cfg.launcher = launcher
     return cfg
+
+
+def merge_cfg_options(cfg: Config, options: dict, source: str = 'the config') -> None:
+    """Applies ``--cfg-options`` to ``cfg``; an override that cannot apply is a one-line ``ValueError``.
+
+    mmengine's ``merge_from_dict`` refuses a dotted key below an entry that is ``None`` in the config with a
+    ``TypeError`` (e.g. ``model.backbone.init_cfg.type=Pretrained`` onto ``init_cfg=None``). Here such keys build
+    the dict: the ``None`` becomes an empty dict first, so
+    ``model.backbone.init_cfg.type=Pretrained model.backbone.init_cfg.checkpoint=PATH`` works whether the config
+    has an ``init_cfg`` or ``None``. A dict built this way must get a ``type`` from the same options. Any other
+    refusal (a key below a string or number, a list index out of range) becomes a ``ValueError`` naming the keys.
+    """
+    from mmengine.config import ConfigDict
+
+    def child(node, part):
+        if isinstance(node, dict):
+            return node.get(part, ConfigDict())
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            return node[int(part)]
+        return ConfigDict()  # not there: mmengine's merge creates it (or refuses it with an error we report)
+
+    created = []
+    for key in options:
+        parts = key.split('.')
+        node = cfg._cfg_dict
+        for depth, part in enumerate(parts[:-1]):
+            value = child(node, part)
+            if value is None:
+                value = ConfigDict()
+                node[int(part) if isinstance(node, list) else part] = value
+                created.append('.'.join(parts[:depth + 1]))
+            node = value
+    try:
+        cfg.merge_from_dict(options)
+    except (TypeError, KeyError) as e:
+        reason = ' '.join(str(e).split())
+        raise ValueError(f'--cfg-options {" ".join(options)} cannot be applied to {source}: {reason}') from None
+    for name in created:
+        value = cfg._cfg_dict
+        for part in name.split('.'):
+            value = value[int(part)] if isinstance(value, list) else value[part]
+        if isinstance(value, dict) and 'type' not in value:
+            given = ' '.join(f'{k}=...' for k in options if k.startswith(name + '.'))
+            raise ValueError(f'{name} is None in {source}, and --cfg-options gives only {given}; give its type too, '
+                             f'e.g. {name}.type=Pretrained {name}.checkpoint=PATH')
 
 
 def setup_cpu_distributed(cfg: Config) -> None:
