@@ -1,0 +1,59 @@
+"""The learning tests' runs, in one place: the learning tests and ``tools/analysis/learning_thresholds.py`` (which
+measures the thresholds over several seeds) use exactly these configs and options.
+
+Each task trains a LaViT-T model on a generated shapes set with ``tools/train.py`` and evaluates it once at the end.
+LaViT-T (not S) and these short schedules keep the CPU cost of the suite small; the thresholds in the test files
+are measured with these settings.
+"""
+import os.path as osp
+from dataclasses import dataclass
+from typing import Callable, List, Tuple
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _coco_data(root: str) -> str:
+    from vitattn_mm.datasets.shapes import ensure_coco
+    return str(ensure_coco(osp.join(root, 'shapes_coco')))
+
+
+def _ade_data(root: str) -> str:
+    from vitattn_mm.datasets.shapes import ensure_ade
+    return str(ensure_ade(osp.join(root, 'shapes_ade')))
+
+
+def coco_data_options(data_root: str) -> List[str]:
+    """--cfg-options that point a shapes Mask R-CNN config at a shapes_coco folder."""
+    root = data_root.rstrip('/') + '/'
+    ann = root + 'annotations/instances_val2017.json'
+    return [f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}',
+            f'test_dataloader.dataset.data_root={root}', f'val_evaluator.ann_file={ann}',
+            f'test_evaluator.ann_file={ann}']
+
+
+def ade_data_options(data_root: str) -> List[str]:
+    """--cfg-options that point a shapes UperNet config at a shapes_ade folder."""
+    return [f'{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'val', 'test')]
+
+
+@dataclass(frozen=True)
+class LearningTask:
+    config: str
+    iters: int
+    batch_size: int
+    metrics: Tuple[str, ...]
+    prepare_data: Callable[[str], str]
+    data_options: Callable[[str], List[str]]
+
+    def options(self, data_root: str, seed) -> List[str]:
+        return [*self.data_options(data_root), f'train_cfg.max_iters={self.iters}',
+                f'train_cfg.val_interval={self.iters}', f'train_dataloader.batch_size={self.batch_size}',
+                f'randomness.seed={seed}', 'default_hooks.checkpoint.interval=100000']
+
+
+DET = LearningTask(config='configs/lavit/maskrcnn_lavit_t_shapes.py', iters=200, batch_size=2,
+                   metrics=('coco/bbox_mAP', 'coco/segm_mAP'), prepare_data=_coco_data,
+                   data_options=coco_data_options)
+SEG = LearningTask(config='configs/lavit/upernet_lavit_t_shapes.py', iters=150, batch_size=2,
+                   metrics=('mIoU', ), prepare_data=_ade_data, data_options=ade_data_options)
+TASKS = dict(det=DET, seg=SEG)

@@ -1,0 +1,94 @@
+"""Measure what the learning tests' thresholds rest on: the shapes configs trained end to end and with the
+backbone frozen at its random initialisation, over several seeds, with the numbers the tests use.
+
+    python tools/analysis/learning_thresholds.py det  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
+    python tools/analysis/learning_thresholds.py seg  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
+    python tools/analysis/learning_thresholds.py cls  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
+
+Each run is a real ``tools/train.py`` run with the same ``--cfg-options`` as the test (taken from
+``tests/learning_setup.py``), evaluated at its last iteration. "frozen" adds ``model.backbone.frozen_stages=4``:
+the neck and heads still learn, on features of an untrained backbone, which is the baseline a trained backbone
+must beat. Prints a table (min / mean / max per variant and metric) and the wall time of each run.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tests'))
+sys.path.insert(0, ROOT)
+
+import learning_setup  # noqa: E402
+
+
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'unknown CPU'
+
+
+def last_eval(work_dir: str, keys) -> dict:
+    from helpers import last_metrics
+    metrics = last_metrics(work_dir)
+    return {k: metrics[k] for k in keys}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('task', choices=sorted(learning_setup.TASKS))
+    parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
+    parser.add_argument('--variants', nargs='+', default=['trained', 'frozen'], choices=['trained', 'frozen'])
+    parser.add_argument('--data-root', help='where the shapes data is (generated there if missing; '
+                        'default: a temporary folder)')
+    parser.add_argument('--json', help='also write the results to this file')
+    args = parser.parse_args(argv)
+
+    setup = learning_setup.TASKS[args.task]
+    with tempfile.TemporaryDirectory() as tmp:
+        data_root = setup.prepare_data(args.data_root or osp.join(tmp, 'data'))
+        rows = []
+        for variant in args.variants:
+            for seed in args.seeds:
+                work_dir = osp.join(tmp, f'{variant}_{seed}')
+                extra = ['model.backbone.frozen_stages=4'] if variant == 'frozen' else []
+                cmd = [sys.executable, 'tools/train.py', setup.config, '--work-dir', work_dir, '--cfg-options',
+                       *setup.options(data_root, seed), *extra]
+                start = time.time()
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                                      env=dict(os.environ, PYTHONWARNINGS='ignore'))
+                seconds = time.time() - start
+                if proc.returncode:
+                    sys.exit(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
+                metrics = last_eval(work_dir, setup.metrics)
+                rows.append(dict(variant=variant, seed=seed, seconds=round(seconds, 1), **metrics))
+                print(json.dumps(rows[-1]), flush=True)
+
+    print(f'\n{args.task}: {setup.config} {" ".join(setup.options("DATA", "SEED"))}')
+    print(f'CPU: {cpu_name()}, {os.cpu_count()} logical CPUs\n')
+    print('| variant | metric | min | mean | max | seconds per run (mean) |')
+    print('|---|---|---:|---:|---:|---:|')
+    for variant in args.variants:
+        sel = [r for r in rows if r['variant'] == variant]
+        secs = sum(r['seconds'] for r in sel) / len(sel)
+        for key in setup.metrics:
+            vals = [r[key] for r in sel]
+            print(f'| {variant} | {key} | {min(vals):.4g} | {sum(vals) / len(vals):.4g} | {max(vals):.4g} | '
+                  f'{secs:.0f} |')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(task=args.task, cpu=cpu_name(), rows=rows), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
