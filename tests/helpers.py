@@ -3,6 +3,7 @@ import glob
 import json
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -43,3 +44,15 @@ def train_losses(work_dir):
         with open(path) as f:
             rows += [r for r in map(json.loads, f) if 'loss' in r]
     return rows
+
+
+def printed_metric(output: str, name: str) -> float:
+    """The value of ``name`` in the last metrics line that mmengine printed."""
+    values = re.findall(re.escape(name) + r': (-?[0-9.]+)', output)
+    assert values, f'{name} not printed:\n{output[-2000:]}'
+    return float(values[-1])
+
+
+def logged_iterations(output: str):
+    """The training iterations that mmengine's logger printed (``Iter(train) [ 3/4]``), in order."""
+    return [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/\d+\]', output)]
