@@ -5,20 +5,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.tokens import map_to_tokens, tokens_as_map
+from ..utils.tokens import map_to_tokens, merge_heads, split_heads, tokens_as_map
 from .attention_map import ATTENTION_KINDS, AttentionMap, AttentionResidual
 
 
-def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """(B, N, C) -> (B, heads, N, C // heads)."""
-    b, n, c = x.shape
-    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(B, heads, N, d) -> (B, N, heads * d)."""
-    b, h, n, d = x.shape
-    return x.transpose(1, 2).reshape(b, n, h * d)
+def softmax_last(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.softmax(-1)``; in inference written over ``logits`` (same kernel, same numbers), which saves
+    allocating (and page-faulting) a second full-size matrix. ``logits`` must be a temporary of the caller."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return logits.softmax(dim=-1)
+    return torch.ops.aten._softmax.out(logits, -1, False, out=logits)
 
 
 class KeyGridReduction(nn.Module):
@@ -42,7 +38,8 @@ class KeyGridReduction(nn.Module):
             return x, hw
         grid = tokens_as_map(x, hw)
         r = self.ratio
-        grid = F.pad(grid, (0, (-hw[1]) % r, 0, (-hw[0]) % r))
+        if hw[0] % r or hw[1] % r:
+            grid = F.pad(grid, (0, (-hw[1]) % r, 0, (-hw[0]) % r))
         tokens, key_hw = map_to_tokens(self.sr(grid))
         return self.norm(tokens), key_hw
 
@@ -81,19 +78,18 @@ class SpatialReductionAttention(nn.Module):
         q = split_heads(self.q(x), self.num_heads)
         keys, key_hw = self.reduce(x, hw)
         k = split_heads(self.k(keys), self.num_heads)
-        v = split_heads(self.v(keys), self.num_heads)
         logits = (q * self.scale) @ k.transpose(-2, -1)
         if self.attention_kind == 'logit':
             if residual is not None:
                 logits = residual.merge_into(logits)
             attn = AttentionMap(logits, hw, key_hw, 'logit')
         else:
-            probs = logits.softmax(dim=-1)
+            probs = softmax_last(logits)
             del logits
             if residual is not None:
                 probs = residual.merge_into(probs)
             attn = AttentionMap(probs, hw, key_hw, 'prob')
-        return self.proj(merge_heads(attn.apply(v))), attn
+        return self.proj(attn.apply_tokens(self.v(keys))), attn
 
 
 class ViTAttention(nn.Module):

@@ -1,11 +1,11 @@
 """An attention matrix carried from one layer to the next (and from one stage to the next) in LaViT."""
-from typing import Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
-from ..utils.tokens import map_head_slices
-from .local_mix import ConvexLocalMix
+from ..utils.tokens import map_to_tokens, merge_heads, split_heads, tokens_as_map
+from .local_mix import ConvexLocalMix, GridMix
 
 ATTENTION_KINDS = ('prob', 'logit')
 
@@ -13,13 +13,27 @@ ATTENTION_KINDS = ('prob', 'logit')
 def pool_rows(t: torch.Tensor, hw: Tuple[int, int], factor: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Average-pool the rows of ``t`` (B, heads, N, X), whose axis N lies on grid ``hw``, by ``factor``.
 
-    ``ceil_mode`` makes the pooled grid ``ceil(H / factor) x ceil(W / factor)``, the grid that our patch
-    embeddings and key reductions produce, and averages partial windows over their in-grid part only, so pooled
-    rows of a row-stochastic matrix stay row-stochastic.
+    One channels-last pooling call for all heads (heads folded into the batch, or into the channels for a
+    heads-inner tensor; no copy either way); the result keeps ``t``'s layout. ``ceil_mode`` makes the pooled grid
+    ``ceil(H / factor) x ceil(W / factor)``, the grid that our patch embeddings and key reductions produce, and
+    averages partial windows over their in-grid part only, so pooled rows of a row-stochastic matrix stay
+    row-stochastic.
     """
     if factor == 1:
         return t, hw
-    return map_head_slices(t, hw, lambda grid, head: F.avg_pool2d(grid, factor, factor, ceil_mode=True))
+    b, heads, n, x = t.shape
+    h, w = hw
+    if t.is_contiguous():
+        grid = t.view(b * heads, h, w, x).permute(0, 3, 1, 2)
+        out = F.avg_pool2d(grid, factor, factor, ceil_mode=True)
+        return out.permute(0, 2, 3, 1).reshape(b, heads, -1, x), (out.shape[2], out.shape[3])
+    inner = t.transpose(1, 2)
+    if not inner.is_contiguous():
+        return pool_rows(t.contiguous(), hw, factor)
+    grid = inner.view(b, h, w, heads * x).permute(0, 3, 1, 2)
+    out = F.avg_pool2d(grid, factor, factor, ceil_mode=True)
+    new_hw = (out.shape[2], out.shape[3])
+    return out.permute(0, 2, 3, 1).reshape(b, -1, heads, x).transpose(1, 2), new_hw
 
 
 class AttentionMap:
@@ -30,17 +44,22 @@ class AttentionMap:
     is ``A = Psi_n ... Psi_1 P Theta_1 ... Theta_n``. Every ``Psi``/``Theta`` is row-stochastic, so ``A`` stays a
     probability matrix and needs no softmax, and ``A @ V`` is computed as
     ``Psi_n(...Psi_1(P @ Theta_1(...Theta_n(V))))``: the transforms act on ``V`` (Nk x d) and on the output
-    (Nq x d), never on the Nq x Nk matrix. A less-attention layer then costs one ``P @ V`` product, with neither
-    ``Q K^T`` nor softmax.
+    (Nq x d), never on the Nq x Nk matrix, and on all heads at once (token layout, heads in the channels).
+    A less-attention layer then costs one ``P @ V`` product, with neither ``Q K^T`` nor softmax.
 
     ``kind='logit'`` (the paper's form): ``matrix`` holds pre-softmax logits ``L``; a less-attention layer
     computes ``L_l = Psi L_{l-1} Theta`` explicitly over the Nq x Nk matrix and then ``softmax(L_l) V``.
     It skips only ``Q K^T`` and exists for comparison (``tools/analysis/benchmark_backbones.py``).
+
+    ``matrix`` may be a view of a heads-inner tensor (see :class:`~.local_mix.GridMix`); only its logical shape
+    (B, heads, Nq, Nk) matters to users. The ``psis``/``thetas`` are the :class:`ConvexLocalMix` modules of the
+    factored chain; they are prepared on their grids once per layer (:meth:`transformed`).
     """
 
     def __init__(self, matrix: torch.Tensor, query_hw: Tuple[int, int], key_hw: Tuple[int, int],
                  kind: str = 'prob', psis: Sequence[ConvexLocalMix] = (),
-                 thetas: Sequence[ConvexLocalMix] = ()):
+                 thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None,
+                 _stage_cache: Optional[dict] = None):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f'attention kind must be one of {ATTENTION_KINDS}, got {kind!r}')
         self.matrix = matrix
@@ -49,6 +68,13 @@ class AttentionMap:
         self.kind = kind
         self.psis = tuple(psis)
         self.thetas = tuple(thetas)
+        if _grids is None:
+            _grids = (tuple(p.on_grid(self.query_hw) for p in self.psis),
+                      tuple(t.on_grid(self.key_hw) for t in self.thetas))
+        self._psi_grids, self._theta_grids = _grids
+        # shared by the maps derived from one vanilla layer's attention: key-grid pooling for the DP loss
+        self._stage_cache = {} if _stage_cache is None else _stage_cache
+        self._probs: Optional[torch.Tensor] = None
 
     @property
     def num_heads(self) -> int:
@@ -56,62 +82,120 @@ class AttentionMap:
 
     def transformed(self, psi: ConvexLocalMix, theta: ConvexLocalMix) -> 'AttentionMap':
         """The attention of a less-attention layer: ``Psi A Theta``."""
+        psi_grid, theta_grid = psi.on_grid(self.query_hw), theta.on_grid(self.key_hw)
         if self.kind == 'prob':
-            return AttentionMap(self.matrix, self.query_hw, self.key_hw, 'prob',
-                                self.psis + (psi, ), self.thetas + (theta, ))
-        logits = theta.mix_columns(psi.mix_rows(self.matrix, self.query_hw), self.key_hw)
+            return AttentionMap(self.matrix, self.query_hw, self.key_hw, 'prob', self.psis + (psi, ),
+                                self.thetas + (theta, ),
+                                _grids=(self._psi_grids + (psi_grid, ), self._theta_grids + (theta_grid, )),
+                                _stage_cache=self._stage_cache)
+        logits = theta_grid.columns(psi_grid.rows(self.matrix), overwrite=True)
         return AttentionMap(logits, self.query_hw, self.key_hw, 'logit')
+
+    def apply_tokens(self, v: torch.Tensor) -> torch.Tensor:
+        """``A @ V`` in token layout: values (B, Nk, heads * d) -> output (B, Nq, heads * d)."""
+        heads = self.num_heads
+        if self.kind == 'logit':
+            return merge_heads(self._probabilities_of_logits() @ split_heads(v, heads))
+        if self._theta_grids:
+            grid = tokens_as_map(v, self.key_hw)
+            for theta in reversed(self._theta_grids):
+                grid = theta.map(grid)
+            v = map_to_tokens(grid)[0]
+        z = merge_heads(self.matrix @ split_heads(v, heads))
+        if self._psi_grids:
+            grid = tokens_as_map(z, self.query_hw)
+            for psi in self._psi_grids:
+                grid = psi.map(grid)
+            z = map_to_tokens(grid)[0]
+        return z
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         """``A @ v`` for values ``v`` of shape (B, heads, Nk, d)."""
-        if self.kind == 'logit':
-            return self.matrix.softmax(dim=-1) @ v
-        for theta in reversed(self.thetas):
-            v = theta.mix_rows(v, self.key_hw)
-        z = self.matrix @ v
-        for psi in self.psis:
-            z = psi.mix_rows(z, self.query_hw)
-        return z
+        return split_heads(self.apply_tokens(merge_heads(v)), self.num_heads)
+
+    def _probabilities_of_logits(self) -> torch.Tensor:
+        """``softmax(L)``; kept for :meth:`key_grid_attention` only in training (where autograd keeps it anyway)."""
+        if self._probs is not None:
+            return self._probs
+        probs = self.matrix.softmax(dim=-1)
+        if torch.is_grad_enabled():
+            self._probs = probs
+        return probs
 
     def probabilities(self) -> torch.Tensor:
         """The explicit row-stochastic matrix A (B, heads, Nq, Nk). Costly at full resolution: analysis only."""
         return self.pooled(1).matrix if self.kind == 'prob' else self.matrix.softmax(dim=-1)
 
     def pooled(self, factor: int) -> 'AttentionMap':
-        """The attention with its query grid average-pooled by ``factor``, all transforms applied.
+        """The attention with its query grid average-pooled by ``factor``, all transforms applied (exact).
 
         For probabilities: ``pool(Psi_n ... Psi_1 P) Theta_1 ... Theta_n`` (the Psi act before pooling, the
-        Theta after it, on the smaller matrix). For logits the logits are pooled.
+        Theta after it, on the smaller matrix). For logits the logits are pooled. Applies the Psi over the full
+        Nq x Nk matrix: for analysis; the DP loss uses :meth:`key_grid_attention`.
         """
         a = self.matrix
-        for psi in self.psis:
-            a = psi.mix_rows(a, self.query_hw)
+        for psi in self._psi_grids:
+            a = psi.rows(a)
         a, hw = pool_rows(a, self.query_hw, factor)
-        for theta in self.thetas:
-            a = theta.mix_columns(a, self.key_hw)
+        for theta in self._theta_grids:
+            a = theta.columns(a, overwrite=a is not self.matrix)
         return AttentionMap(a, hw, self.key_hw, self.kind)
 
     def carried(self, factor: int) -> 'AttentionMap':
         """The attention handed to the next stage: as :meth:`pooled`, but the Psi act *after* pooling.
 
-        Pooling first makes the Psi act on the 4x smaller next-stage query grid (their 3x3 neighbourhood then spans
-        2x2 times the area): the stage boundary costs one pooling pass over the full matrix instead of one pass per
-        LA layer. Theta acts on the key axis and commutes with query pooling, so for Theta this is exact. Our
-        approximation; the exact :meth:`pooled` serves the loss and the analysis tools.
+        One pooling call over the full matrix (all heads at once); the Psi then act on the 4x smaller next-stage
+        query grid (their 3x3 neighbourhood spans 2x2 times the area) and the Theta on its key axis, so nothing
+        larger than the pooled matrix is created. Theta acts on the key axis and commutes with query pooling, so
+        for Theta this is exact. Our approximation; the exact :meth:`pooled` serves the analysis tools.
         """
         a, hw = pool_rows(self.matrix, self.query_hw, factor)
-        for psi in self.psis:
-            a = psi.mix_rows(a, hw)
-        for theta in self.thetas:
-            a = theta.mix_columns(a, self.key_hw)
+        if self._psi_grids:
+            b, heads, n, k = a.shape
+            inner = a.transpose(1, 2)
+            if not inner.is_contiguous():
+                inner = inner.contiguous()  # (B, N', heads, K): all heads in one convolution per Psi
+            grid = inner.view(b, hw[0], hw[1], heads * k).permute(0, 3, 1, 2)
+            for psi in self._psi_grids:
+                grid = GridMix(psi.kernel, hw).map_heads(grid)
+            a = grid.permute(0, 2, 3, 1).reshape(b, n, heads, k).transpose(1, 2)
+        for theta in self._theta_grids:
+            a = theta.columns(a, overwrite=a is not self.matrix)
         return AttentionMap(a, hw, self.key_hw, self.kind)
+
+    def key_grid_attention(self, factor: int) -> torch.Tensor:
+        """This layer's attention with its queries pooled onto the key grid: a row-stochastic (B, heads, K, K)
+        matrix for the diagonality-preserving loss (``factor`` = the stage's key reduction ratio).
+
+        For logits: ``pool(softmax(L))`` (exact; the softmax is shared with :meth:`apply_tokens`). For
+        probabilities we make the same approximation as :meth:`carried`: ``Psi_n ... Psi_1`` act *after* pooling,
+        on the key grid, and ``Theta_1 ... Theta_n`` on the key axis (exact for Theta):
+        ``S_n = Psi_n^K ... Psi_1^K pool(P) Theta_1 ... Theta_n``, where ``Psi^K`` is the same learned kernel on the
+        K-cell grid. ``pool(P)`` is computed once per vanilla attention and the Psi rows incrementally, so the loss
+        never applies a Psi over the full Nq x Nk matrix. ``S_n`` is a product of row-stochastic matrices, so the
+        loss on it stays in [0, loss_weight].
+        """
+        if self.kind == 'logit':
+            return pool_rows(self._probabilities_of_logits(), self.query_hw, factor)[0]
+        cache = self._stage_cache
+        if cache.get('factor') != factor or 'rows' not in cache:
+            pooled, hw = pool_rows(self.matrix, self.query_hw, factor)
+            cache.update(factor=factor, hw=hw, rows=[pooled])
+        rows: List[torch.Tensor] = cache['rows']
+        while len(rows) <= len(self.psis):  # rows[l] = Psi_l^K ... Psi_1^K pool(P)
+            rows.append(self.psis[len(rows) - 1].on_grid(cache['hw']).rows(rows[-1]))
+        a = rows[len(self.psis)]
+        for theta in self._theta_grids:
+            a = theta.columns(a, overwrite=a is not rows[len(self.psis)])
+        return a
 
 
 class AttentionResidual:
     """The previous stage's downsampled attention ``D``, to be merged into a stage's first attention.
 
     Probabilities: ``(1 - g) * P + g * D`` (a convex combination, so rows stay distributions);
-    logits: ``L + g * D``. ``g`` is a per-head gate in [0, 1].
+    logits: ``L + g * D``. ``g`` is a per-head gate in [0, 1]. In inference the merge overwrites the stage's fresh
+    attention instead of allocating a second full-size matrix.
     """
 
     def __init__(self, matrix: torch.Tensor, gate: torch.Tensor, kind: str):
@@ -123,6 +207,8 @@ class AttentionResidual:
         if current.shape != self.matrix.shape:
             raise RuntimeError(f'carried attention {tuple(self.matrix.shape)} does not match the stage attention '
                                f'{tuple(current.shape)}: query and key grids of consecutive stages must align')
+        in_place = not (torch.is_grad_enabled() and (current.requires_grad or self.matrix.requires_grad
+                                                     or self.gate.requires_grad))
         if self.kind == 'prob':
-            return torch.lerp(current, self.matrix, self.gate)
-        return current + self.gate * self.matrix
+            return current.lerp_(self.matrix, self.gate) if in_place else torch.lerp(current, self.matrix, self.gate)
+        return current.addcmul_(self.matrix, self.gate) if in_place else torch.addcmul(current, self.matrix, self.gate)

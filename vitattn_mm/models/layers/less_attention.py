@@ -4,7 +4,7 @@ from typing import Tuple
 import torch
 import torch.nn as nn
 
-from .attention import KeyGridReduction, merge_heads, split_heads
+from .attention import KeyGridReduction
 from .attention_map import AttentionMap
 from .local_mix import ConvexLocalMix
 
@@ -50,6 +50,5 @@ class LessAttention(nn.Module):
         keys, key_hw = self.reduce(x, hw)
         if tuple(key_hw) != previous.key_hw:
             raise RuntimeError(f'key grid {tuple(key_hw)} differs from the previous attention\'s {previous.key_hw}')
-        v = split_heads(self.v(keys), self.num_heads)
         attn = previous.transformed(self.psi, self.theta)
-        return self.proj(merge_heads(attn.apply(v))), attn
+        return self.proj(attn.apply_tokens(self.v(keys))), attn

@@ -1,18 +1,23 @@
 """The learned token-axis transforms of less-attention layers (LaViT's Theta and Psi), in a form that does not
 depend on the input resolution."""
 import math
-from typing import Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.tokens import map_head_slices
-
 # Softmax weight of the centre tap at initialisation: transforms start close to the identity, i.e. a
 # less-attention layer starts by reusing the previous attention almost unchanged (the paper's Fig. 3 shows
 # consecutive attention maps are very similar). Our choice; the paper does not give an initialisation.
 INIT_SELF_WEIGHT = 0.8
+
+
+def scaled(x: torch.Tensor, factor: torch.Tensor, overwrite: bool) -> torch.Tensor:
+    """``x * factor``; in place when ``overwrite`` and autograd needs neither operand (inference)."""
+    if overwrite and not (torch.is_grad_enabled() and (x.requires_grad or factor.requires_grad)):
+        return x.mul_(factor)
+    return x * factor
 
 
 class ConvexLocalMix(nn.Module):
@@ -26,6 +31,7 @@ class ConvexLocalMix(nn.Module):
     This is how we realise the paper's learned transforms Theta and Psi (Eq. ``A_l = Psi(Theta(A_{l-1})^T)^T``),
     which the paper writes as dense ``N x N`` matrices for a fixed input size: ours are translation-equivariant,
     local and convex. See :class:`~vitattn_mm.models.layers.attention_map.AttentionMap` for how they act.
+    :meth:`on_grid` prepares ``T`` for one grid (:class:`GridMix`); it applies to all heads in one convolution.
 
     Args:
         num_heads: one kernel per head.
@@ -49,41 +55,130 @@ class ConvexLocalMix(nn.Module):
         k = self.kernel_size
         return self.kernel_logits.softmax(dim=-1).view(self.num_heads, 1, k, k)
 
-    def _border_mass(self, kernel: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """m(i): kernel mass inside the grid around each token, shape (1, heads, 1, H, W)."""
-        ones = kernel.new_ones(1, self.num_heads, *hw)
-        mass = F.conv2d(ones, kernel, padding=self.kernel_size // 2, groups=self.num_heads)
-        return mass.unsqueeze(2)
+    def on_grid(self, hw: Tuple[int, int]) -> 'GridMix':
+        """``T`` on the grid ``hw``: kernels and border normalisation computed once, for every use on that grid."""
+        return GridMix(self.kernel(), hw)
 
     def mix_rows(self, t: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """``T @ t`` for ``t`` of shape (B, heads, N, X) whose axis N lies on the grid ``hw``.
-
-        Each (batch, head) slice is filtered as a channels-last (X, H, W) map by a depthwise convolution
-        (oneDNN's fast path; the channels-first layout is ~10x slower here).
-        """
-        kernel = self.kernel()
-        mass = self._border_mass(kernel, hw)[0]  # (heads, 1, H, W)
-        x = t.shape[-1]
-
-        def mix(grid: torch.Tensor, head: int) -> torch.Tensor:
-            out = F.conv2d(grid, kernel[head:head + 1].expand(x, 1, -1, -1), padding=self.kernel_size // 2,
-                           groups=x)
-            return out / mass[head]
-
-        return map_head_slices(t, hw, mix)[0]
+        """``T @ t`` for ``t`` of shape (B, heads, N, X) whose axis N lies on the grid ``hw``."""
+        return self.on_grid(hw).rows(t)
 
     def mix_columns(self, t: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        """``t @ T`` for ``t`` of shape (B, heads, R, N) whose last axis N lies on the grid ``hw``.
-
-        ``(t T)[r, j] = sum_i t[r, i] / m(i) * w(j - i)``: the adjoint of :meth:`mix_rows`, i.e. a transposed
-        convolution, computed as a depthwise convolution with the flipped kernel (same result, faster on CPU).
-        """
-        b, h, r, n = t.shape
-        kernel = self.kernel()
-        grid = (t.reshape(b, h, r, *hw) / self._border_mass(kernel, hw)).reshape(b, h * r, *hw)
-        flipped = kernel.flip(-2, -1).repeat_interleave(r, dim=0)
-        out = F.conv2d(grid, flipped, padding=self.kernel_size // 2, groups=h * r)
-        return out.view(b, h, r, n)
+        """``t @ T`` for ``t`` of shape (B, heads, R, N) whose last axis N lies on the grid ``hw``."""
+        return self.on_grid(hw).columns(t)
 
     def extra_repr(self) -> str:
         return f'num_heads={self.num_heads}, kernel_size={self.kernel_size}'
+
+
+class GridMix:
+    """A :class:`ConvexLocalMix` prepared for one grid: ``T = diag(1 / m) C``, with ``C`` the zero-padded
+    depthwise convolution by the per-head kernel and ``m = C 1`` its mass inside the grid.
+
+    All heads are handled by one convolution: the heads are folded into the channels (a (heads x X)-channel
+    depthwise convolution whose weight repeats each head's kernel), so no per-head loop runs. For that, matrices
+    are used in a *heads-inner* memory layout (B, N, heads, X), seen through a (B, heads, N, X) view; a matrix in
+    the usual (B, heads, N, X) layout with more than one head is copied into it once. Weights and border masses
+    are made once per grid and channel count and reused by every application (a chain of less-attention layers
+    applies the same transform several times).
+    """
+
+    def __init__(self, kernel: torch.Tensor, hw: Tuple[int, int]):
+        self.kernel = kernel
+        self.hw = (int(hw[0]), int(hw[1]))
+        self.num_heads = kernel.shape[0]
+        self.pad = kernel.shape[-1] // 2
+        self._cache: Dict[tuple, torch.Tensor] = {}
+
+    def _weight(self, per_head: int, flipped: bool = False, heads_inner: bool = False) -> torch.Tensor:
+        """Depthwise weight for ``heads x per_head`` channels: head-major (each kernel repeated ``per_head``
+        times) or, with ``heads_inner``, the kernels tiled ``per_head`` times."""
+        key = ('weight', per_head, flipped, heads_inner)
+        if key not in self._cache:
+            k = self.kernel.flip(-2, -1) if flipped else self.kernel
+            self._cache[key] = k.repeat(per_head, 1, 1, 1) if heads_inner else k.repeat_interleave(per_head, 0)
+        return self._cache[key]
+
+    @property
+    def inv_mass(self) -> torch.Tensor:
+        """1 / m(i), shape (1, heads, H, W); m > 0 since the centre tap lies inside the grid."""
+        if 'inv_mass' not in self._cache:
+            ones = self.kernel.new_ones(1, self.num_heads, *self.hw)
+            mass = F.conv2d(ones, self.kernel, padding=self.pad, groups=self.num_heads)
+            self._cache['inv_mass'] = mass.reciprocal_()
+        return self._cache['inv_mass']
+
+    def _channel_inv_mass(self, channels: int) -> torch.Tensor:
+        """1 / m(i) for every channel of a head-major channels-last map, shape (1, channels, H, W)."""
+        key = ('channel_inv_mass', channels)
+        if key not in self._cache:
+            ones = self.kernel.new_ones(1, *self.hw, channels).permute(0, 3, 1, 2)
+            mass = F.conv2d(ones, self._weight(channels // self.num_heads), padding=self.pad, groups=channels)
+            self._cache[key] = mass.reciprocal_()
+        return self._cache[key]
+
+    def _check(self, n: int, heads: int) -> None:
+        if n != self.hw[0] * self.hw[1] or heads != self.num_heads:
+            raise ValueError(f'{heads} heads x {n} tokens do not fit this transform ({self.num_heads} heads on a '
+                             f'{self.hw[0]}x{self.hw[1]} grid)')
+
+    def map(self, x: torch.Tensor) -> torch.Tensor:
+        """``T`` applied to every channel of a channels-last map ``x`` (B, heads * d, H, W), head-major channels
+        (the layout of a token tensor (B, N, heads * d) seen by :func:`tokens_as_map`): one convolution and one
+        multiplication. For small ``d`` (values and attention outputs); returns the same layout."""
+        b, c, h, w = x.shape
+        self._check(h * w, self.num_heads)
+        out = F.conv2d(x.contiguous(memory_format=torch.channels_last), self._weight(c // self.num_heads),
+                       padding=self.pad, groups=c)
+        return scaled(out, self._channel_inv_mass(c), True)
+
+    def map_heads(self, x: torch.Tensor) -> torch.Tensor:
+        """As :meth:`map`, for a wide map (many channels per head, e.g. an attention matrix in heads-inner
+        layout): the border mass is broadcast over each head's channels instead of being stored per channel."""
+        b, c, h, w = x.shape
+        self._check(h * w, self.num_heads)
+        out = F.conv2d(x.contiguous(memory_format=torch.channels_last), self._weight(c // self.num_heads),
+                       padding=self.pad, groups=c)
+        if 'token_inv_mass' not in self._cache:  # (1, H, W, heads, 1)
+            self._cache['token_inv_mass'] = self.inv_mass.permute(0, 2, 3, 1).unsqueeze(-1)
+        mass = self._cache['token_inv_mass']
+        # channels-last: memory (B, H, W, heads, X), so the mass broadcasts over each head's X channels
+        tokens = out.permute(0, 2, 3, 1).view(b, h, w, self.num_heads, c // self.num_heads)
+        if torch.is_grad_enabled() and (out.requires_grad or mass.requires_grad):
+            return (tokens * mass).view(b, h, w, c).permute(0, 3, 1, 2)
+        tokens.mul_(mass)
+        return out
+
+    def rows(self, t: torch.Tensor) -> torch.Tensor:
+        """``T @ t`` for ``t`` of shape (B, heads, N, X), N on the grid: one channels-last depthwise convolution
+        with heads x X channels. The result is a (B, heads, N, X) view of a heads-inner tensor."""
+        b, heads, n, x = t.shape
+        self._check(n, heads)
+        h, w = self.hw
+        inner = t.transpose(1, 2)
+        if not inner.is_contiguous():
+            inner = inner.contiguous()  # one copy for a multi-head matrix in the usual layout
+        out = self.map_heads(inner.view(b, h, w, heads * x).permute(0, 3, 1, 2))
+        return out.permute(0, 2, 3, 1).reshape(b, n, heads, x).transpose(1, 2)
+
+    def columns(self, t: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
+        """``t @ T`` for ``t`` of shape (B, heads, R, N), N on the grid; keeps ``t``'s layout (usual or
+        heads-inner). ``overwrite``: ``t`` may be scaled in place (a temporary of the caller).
+
+        ``(t T)[r, j] = sum_i t[r, i] / m(i) * w(j - i)``: the adjoint of :meth:`rows`, i.e. a transposed
+        convolution, computed as one depthwise convolution over the (R x heads) rows with the flipped kernels.
+        """
+        b, heads, r, n = t.shape
+        self._check(n, heads)
+        h, w = self.hw
+        inv = self.inv_mass.view(heads, n)
+        if t.is_contiguous():
+            grid = scaled(t, inv.view(1, heads, 1, n), overwrite).view(b, heads * r, h, w)
+            out = F.conv2d(grid, self._weight(r, flipped=True), padding=self.pad, groups=heads * r)
+            return out.view(b, heads, r, n)
+        inner = t.transpose(1, 2)
+        if not inner.is_contiguous():
+            return self.columns(t.contiguous(), overwrite=True)
+        grid = scaled(inner, inv.view(1, 1, heads, n), overwrite).view(b, r * heads, h, w)
+        out = F.conv2d(grid, self._weight(r, flipped=True, heads_inner=True), padding=self.pad, groups=heads * r)
+        return out.view(b, r, heads, n).transpose(1, 2)

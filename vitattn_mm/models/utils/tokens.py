@@ -1,11 +1,11 @@
-"""Conversions between (B, C, H, W) feature maps and (B, N, C) token sequences."""
-from typing import Callable, Tuple
+"""Conversions between (B, C, H, W) feature maps, (B, N, C) token sequences and (B, heads, N, d) head views."""
+from typing import Tuple
 
 import torch
 
 
 def map_to_tokens(x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """(B, C, H, W) -> ((B, H*W, C), (H, W))."""
+    """(B, C, H, W) -> ((B, H*W, C), (H, W)); no copy for a channels-last map."""
     hw = (x.shape[2], x.shape[3])
     return x.flatten(2).transpose(1, 2), hw
 
@@ -32,17 +32,13 @@ def tokens_as_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     return x.contiguous().view(b, h, w, c).permute(0, 3, 1, 2)
 
 
-def map_head_slices(t: torch.Tensor, hw: Tuple[int, int], fn: Callable[[torch.Tensor, int], torch.Tensor]):
-    """Applies ``fn(maps, head)`` to every head of ``t`` (B, heads, N, X), N lying on the grid ``hw``.
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """(B, N, C) -> (B, heads, N, C // heads), a view."""
+    b, n, c = x.shape
+    return x.view(b, n, num_heads, c // num_heads).transpose(1, 2)
 
-    Each head's (B, N, X) slice is handed over as a channels-last (B, X, H, W) view (no copy for one head; with
-    several heads the batch stride is not channels-last and the convolution makes its own copy); ``fn`` returns a
-    (B, X, H', W') map. Returns the results as (B, heads, H'*W', X) and the grid (H', W').
-    """
-    b, h, n, x = t.shape
-    t = t.contiguous()
-    outs = [fn(t[:, g].view(b, *hw, x).permute(0, 3, 1, 2), g) for g in range(h)]
-    new_hw = (outs[0].shape[2], outs[0].shape[3])
-    rows = [o.permute(0, 2, 3, 1).reshape(b, -1, x) for o in outs]
-    joined = rows[0].unsqueeze(1) if h == 1 else torch.stack(rows, dim=1)
-    return joined, new_hw
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """(B, heads, N, d) -> (B, N, heads * d)."""
+    b, h, n, d = x.shape
+    return x.transpose(1, 2).reshape(b, n, h * d)
