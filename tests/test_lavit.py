@@ -205,3 +205,185 @@ def test_bad_config_values_are_rejected(kwargs, match):
 def test_bad_inputs_are_rejected(shape, match):
     with pytest.raises(ValueError, match=match):
         build()(torch.randn(*shape))
+
+
+# --- the optimised attention paths against explicit matrices ---------------------------------------------------------
+def dense_mix(kernel: torch.Tensor, hw) -> torch.Tensor:
+    """The explicit N x N matrix of a ConvexLocalMix kernel (k x k) on grid hw, built entry by entry (float64)."""
+    h, w = hw
+    r = kernel.shape[-1] // 2
+    t = torch.zeros(h * w, h * w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            for dy in range(-r, r + 1):
+                for dx in range(-r, r + 1):
+                    if 0 <= y + dy < h and 0 <= x + dx < w:
+                        t[y * w + x, (y + dy) * w + x + dx] = kernel[dy + r, dx + r].double()
+    return t / t.sum(dim=1, keepdim=True)
+
+
+def dense_pool(hw, factor: int) -> torch.Tensor:
+    """Explicit average pooling of grid hw by factor (ceil mode, partial windows averaged over their in-grid part)."""
+    h, w = hw
+    ph, pw = -(-h // factor), -(-w // factor)
+    p = torch.zeros(ph * pw, h * w, dtype=torch.float64)
+    for y in range(h):
+        for x in range(w):
+            p[(y // factor) * pw + x // factor, y * w + x] = 1
+    return p / p.sum(dim=1, keepdim=True), (ph, pw)
+
+
+def per_head(module, hw):
+    """(heads, N, N) explicit matrices of a ConvexLocalMix on grid hw."""
+    kernel = module.kernel().detach()
+    return torch.stack([dense_mix(kernel[g, 0], hw) for g in range(kernel.shape[0])])
+
+
+def randomised_lavit(kind: str):
+    model = build(attention_kind=kind).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('kernel_logits'):
+                p.normal_(0, 1.5)  # random, far from the near-identity initialisation
+            elif name.endswith(('q.weight', 'k.weight')):
+                p.mul_(10)  # peaked attention
+            elif name.endswith(('gate_logits', 'head_mix_logits')):
+                p.normal_()  # a large share of the carried attention, uneven head mixing
+    return model
+
+
+@pytest.mark.parametrize('kind', ['prob', 'logit'])
+def test_every_attention_path_equals_explicit_matrices(kind):
+    """Every stage (1 to 8 heads), random kernels, an odd input size, both kinds, with the residual carry: each
+    layer's output and attention, the carried attention and the DP loss's key-grid attention equal explicit
+    float64 matrix products to 1e-5."""
+    model = randomised_lavit(kind)
+    records = []
+
+    def grab(module, args, output):
+        records.append((module, args, output))
+
+    for stage in model.stages:
+        for block in stage.blocks:
+            block.attn.register_forward_hook(grab)
+    with torch.no_grad():
+        model(torch.randn(2, 3, 75, 97))
+
+    def values(module, x, hw):
+        keys, _ = module.reduce(x, hw)
+        return split(module.v(keys), module.num_heads).double()
+
+    def split(t, heads):
+        b, n, c = t.shape
+        return t.view(b, n, heads, c // heads).transpose(1, 2)
+
+    def layer_output(module, a_probs, v):
+        z = (a_probs @ v).transpose(1, 2).reshape(v.shape[0], a_probs.shape[2], -1)
+        return module.proj(z.float()).double()
+
+    it = iter(records)
+    carried = None  # explicit residual for the next stage's first layer: (matrix, gate)
+    checked = dict(va=0, la=0, carry=0, dp=0)
+    for s, stage in enumerate(model.stages):
+        chain = []  # (psi, theta) modules since the last VA layer
+        for j, block in enumerate(stage.blocks):
+            module, (x, hw, attn_in), (out, amap) = next(it)
+            v = values(module, x, hw)
+            if not block.less_attention:
+                q = split(module.q(x), module.num_heads).double()
+                keys, key_hw = module.reduce(x, hw)
+                k = split(module.k(keys), module.num_heads).double()
+                ref = q @ k.transpose(-2, -1) * module.scale
+                if kind == 'prob':
+                    ref = ref.softmax(-1)
+                if j == 0 and carried is not None:
+                    d, gate = carried
+                    ref = (1 - gate) * ref + gate * d if kind == 'prob' else ref + gate * d
+                base, chain = ref, []
+                checked['va'] += 1
+            else:
+                chain.append((module.psi, module.theta))
+                psi, theta = per_head(module.psi, hw), per_head(module.theta, key_hw)
+                ref = psi @ ref @ theta
+                checked['la'] += 1
+                # the DP loss's key-grid attention: Psi applied after pooling onto the key grid (exact for logits)
+                pool, khw = dense_pool(hw, model.sr_ratios[s])
+                assert khw == key_hw
+                if kind == 'prob':
+                    square = pool @ base
+                    for p_mod, _ in chain:
+                        square = per_head(p_mod, key_hw) @ square
+                    for _, t_mod in chain:
+                        square = square @ per_head(t_mod, key_hw)
+                else:
+                    square = pool @ ref.softmax(-1)
+                got = amap.key_grid_attention(model.sr_ratios[s])
+                assert torch.allclose(got.double(), square, atol=1e-5)
+                checked['dp'] += 1
+            probs = ref if kind == 'prob' else ref.softmax(-1)
+            assert torch.allclose(amap.probabilities().double(), probs, atol=1e-5)
+            assert torch.allclose(amap.apply(v.float()).double(), probs @ v, atol=1e-5)
+            assert torch.allclose(out.double(), layer_output(module, probs, v), atol=1e-5)
+        if s < 3:
+            # the carried attention: pool the queries, Psi on the pooled grid, Theta on the keys, mix the heads
+            down = model.attention_downsamples[s]
+            pool, next_hw = dense_pool(hw, 2)
+            d = pool @ (base if kind == 'prob' else ref)
+            if kind == 'prob':
+                for p_mod, _ in chain:
+                    d = per_head(p_mod, next_hw) @ d
+                for _, t_mod in chain:
+                    d = d @ per_head(t_mod, key_hw)
+            mix = (down.head_mix_logits.softmax(-1).double() if down.head_mix_logits is not None
+                   else torch.ones(down.out_heads, 1, dtype=torch.float64))
+            d = torch.einsum('og,bgqk->boqk', mix, d)
+            got = down(amap, next_hw)
+            assert torch.allclose(got.matrix.double(), d, atol=1e-5)
+            carried = (d, down.gate_logits.sigmoid().double().view(1, -1, 1, 1))
+            checked['carry'] += 1
+    n_la = sum(d - v for d, v in zip(TINY_LAVIT['depths'], TINY_LAVIT['num_vanilla']))
+    assert checked == dict(va=sum(TINY_LAVIT['num_vanilla']), la=n_la, carry=3, dp=n_la)
+
+
+def test_logit_kind_trains_with_dp_loss_residual_and_checkpointing():
+    """The paper's 'logit' form: finite outputs, gradients to every parameter (and to the LA kernels and carry
+    gates from the DP loss alone), a bounded DP loss, a residual merge that matters, and with_cp giving the same
+    values and gradients."""
+    dp = dict(type='DiagonalityPreservingLoss', loss_weight=0.5)
+    x = torch.randn(1, 3, 64, 80)
+    ref = build(attention_kind='logit', dp_loss=dp).train()
+    cp = build(attention_kind='logit', dp_loss=dp, with_cp=True).train()
+    cp.load_state_dict(ref.state_dict())
+    results = []
+    for model in (ref, cp):
+        outs = model(x)
+        assert all(torch.isfinite(o).all() for o in outs)
+        loss_dp = model.pop_auxiliary_losses()['loss_dp']
+        assert 0 <= loss_dp.item() <= 0.5
+        loss_dp.backward(retain_graph=True)
+        from_dp = {n: p.grad.abs().sum().item() for n, p in model.named_parameters()
+                   if n.endswith(('kernel_logits', 'gate_logits')) and p.grad is not None}
+        model.zero_grad()
+        (sum(o.mean() for o in outs) + loss_dp).backward()
+        results.append((outs, loss_dp, from_dp, {n: p.grad for n, p in model.named_parameters()}))
+    (outs, loss_dp, from_dp, grads), (outs_cp, loss_cp, _, grads_cp) = results
+    n_kernels = 2 * sum(d - v for d, v in zip(TINY_LAVIT['depths'], TINY_LAVIT['num_vanilla']))
+    assert sum(n.endswith('kernel_logits') for n in from_dp) == n_kernels
+    assert all(v > 0 for n, v in from_dp.items() if n.endswith('kernel_logits'))
+    # the carried attention enters the next stage's attention, which the next stage's LA layers (the loss) see
+    assert any(n.endswith('gate_logits') and v > 0 for n, v in from_dp.items())
+    assert [n for n, g in grads.items() if g is None or g.abs().sum() == 0] == []
+    for a, b in zip(outs, outs_cp):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(loss_dp, loss_cp, atol=1e-6)
+    for n, g in grads.items():
+        assert torch.allclose(g, grads_cp[n], atol=1e-5), n
+    # the residual merge changes what the later stages compute (peaked attention, as in the 'prob' test above)
+    with_res = randomised_lavit('logit')
+    no_res = build(attention_kind='logit', attention_residual=False).eval()
+    no_res.load_state_dict(with_res.state_dict(), strict=False)
+    with torch.no_grad():
+        for down in with_res.attention_downsamples:
+            down.gate_logits.fill_(2.0)
+        a, b = with_res(x), no_res(x)
+    assert torch.equal(a[0], b[0]) and all((a[i] - b[i]).abs().max() > 1e-3 for i in (1, 2, 3))

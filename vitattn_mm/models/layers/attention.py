@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.tokens import map_to_tokens, merge_heads, split_heads, tokens_as_map
+from ..utils.tokens import head_matmul, map_to_tokens, merge_heads, split_heads, tokens_as_map
 from .attention_map import ATTENTION_KINDS, AttentionMap, AttentionResidual
 
 
@@ -78,7 +78,7 @@ class SpatialReductionAttention(nn.Module):
         q = split_heads(self.q(x), self.num_heads)
         keys, key_hw = self.reduce(x, hw)
         k = split_heads(self.k(keys), self.num_heads)
-        logits = (q * self.scale) @ k.transpose(-2, -1)
+        logits = head_matmul(q * self.scale, k.transpose(-2, -1))
         if self.attention_kind == 'logit':
             if residual is not None:
                 logits = residual.merge_into(logits)

@@ -4,7 +4,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from ..utils.tokens import map_to_tokens, merge_heads, split_heads, tokens_as_map
+from ..utils.tokens import head_matmul, map_to_tokens, merge_heads, split_heads, tokens_as_map
 from .local_mix import ConvexLocalMix, GridMix
 
 ATTENTION_KINDS = ('prob', 'logit')
@@ -95,13 +95,13 @@ class AttentionMap:
         """``A @ V`` in token layout: values (B, Nk, heads * d) -> output (B, Nq, heads * d)."""
         heads = self.num_heads
         if self.kind == 'logit':
-            return merge_heads(self._probabilities_of_logits() @ split_heads(v, heads))
+            return merge_heads(head_matmul(self._probabilities_of_logits(), split_heads(v, heads)))
         if self._theta_grids:
             grid = tokens_as_map(v, self.key_hw)
             for theta in reversed(self._theta_grids):
                 grid = theta.map(grid)
             v = map_to_tokens(grid)[0]
-        z = merge_heads(self.matrix @ split_heads(v, heads))
+        z = merge_heads(head_matmul(self.matrix, split_heads(v, heads)))
         if self._psi_grids:
             grid = tokens_as_map(z, self.query_hw)
             for psi in self._psi_grids:

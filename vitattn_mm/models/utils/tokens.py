@@ -42,3 +42,11 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(B, heads, N, d) -> (B, N, heads * d)."""
     b, h, n, d = x.shape
     return x.transpose(1, 2).reshape(b, n, h * d)
+
+
+def head_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for (B, heads, N, K) and (B, heads, K, d): one ``bmm`` over B x heads (``torch.matmul`` on 4-D
+    operands adds broadcasting ``expand``/``view`` calls; the products are the same)."""
+    bs, heads, n, _ = a.shape
+    out = torch.bmm(a.reshape(bs * heads, n, a.shape[3]), b.reshape(bs * heads, b.shape[2], b.shape[3]))
+    return out.view(bs, heads, n, b.shape[3])
