@@ -14,13 +14,23 @@ For every fenced block of README.md and docs/*.md:
   auxiliary-loss hook, whose ``loss_dp`` must reach the losses when the backbone has a DP loss); other python blocks
   are executed.
 
-A block that cannot run here (COCO or ADE20K, GPUs, downloads) is marked in the doc with
-``<!-- docs-test: not-run (why) -->`` on the line before it; it is not executed, but it must still name at least
-one config, and its configs must exist and build. Bash blocks are never executed (they train for hours): their
-configs and options are checked. Relative links of the docs must point at files that exist.
+Markers (an HTML comment on the line before a block):
 
-On a failure the message names the doc, the line of the block and what to fix. Runtime: about 40 s on 2 Intel
-Xeon cores (most of it building the ~25 named configs once each).
+* ``<!-- docs-test: not-run (why) -->``: a block that cannot run here (COCO or ADE20K, GPUs, downloads). A python
+  block so marked is not executed; any marked block must still name at least one config, and its configs must
+  exist and build. Bash blocks are never executed anyway (they train for hours): their configs and options are
+  checked, and the marker tells the reader that the block needs what it says.
+* ``<!-- docs-test: config configs/DIR/NAME.py -->``: the python block is a config file at that (new) path, so its
+  relative ``_base_`` resolves.
+* ``<!-- docs-test: same-as configs/DIR/NAME.py -->``: the python block shows that file; their code lines (comments
+  aside) must be equal.
+
+Also checked: relative links of the docs point at files that exist; docs/model_zoo.md has one row per config; and
+what the docs promise about checkpoints: both documented ways to point a backbone at a checkpoint load it (a
+``None`` init_cfg included, a training checkpoint through the safe loader), a bad ``--cfg-options`` is one line and
+exit status 2, and every rank gets its own random state back on resume (two gloo processes).
+
+On a failure the message names the doc, the line of the block and what to fix.
 """
 import argparse
 import contextlib
@@ -33,7 +43,6 @@ import os
 import os.path as osp
 import re
 import shlex
-import sys
 import textwrap
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -109,7 +118,7 @@ def parse_blocks(doc: str) -> List[Block]:
 
 
 ALL_BLOCKS = [b for doc in DOCS for b in parse_blocks(doc)]
-SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ('bash', 'sh', 'shell', 'console')]
+SHELL_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ('bash', 'sh', 'shell')]
 PYTHON_BLOCKS = [b for b in ALL_BLOCKS if b.lang in ('python', 'py')]
 
 
@@ -292,7 +301,11 @@ def check_options(tool_path: str, args: List[str], shown: str) -> None:
 
 @pytest.mark.parametrize('block', SHELL_BLOCKS, ids=lambda b: b.where)
 def test_shell_block_commands(block):
-    for command in shell_commands(block.text):
+    try:
+        commands = list(shell_commands(block.text))
+    except ValueError as e:  # shlex: unbalanced quotes
+        raise AssertionError(f'{block.where}: not valid shell: {e}') from None
+    for command in commands:
         try:
             check_command(command)
         except AssertionError as e:
@@ -343,10 +356,14 @@ def snippet_path(block: Block, root) -> str:
 
 
 def small_batch(scope: str, with_masks: bool):
-    """Two random 96x128 images with two objects each (boxes and masks) or a random 4-class map."""
+    """Two random 96x128 images: two objects each (boxes, masks), a random 4-class map, or a class label."""
     from test_reuse import det_batch, seg_batch
     if scope == 'mmseg':
         return seg_batch()
+    if scope == 'mmpretrain':
+        from mmpretrain.structures import DataSample
+        return dict(inputs=[torch.randint(0, 255, (3, 96, 128), dtype=torch.uint8) for _ in range(2)],
+                    data_samples=[DataSample().set_gt_label(i) for i in range(2)])
     batch = det_batch()
     if with_masks:
         from mmdet.structures.mask import BitmapMasks
@@ -389,7 +406,7 @@ def code_lines(text: str) -> List[str]:
 
 
 @pytest.mark.parametrize('block', PYTHON_BLOCKS, ids=lambda b: b.where)
-def test_python_block_runs(block, configs_copy, tmp_path, monkeypatch):
+def test_python_block_runs(block, configs_copy, monkeypatch):
     if block.not_run:
         assert named_configs(block.text), f'{block.where} is marked not-run but names no config'
         return
@@ -551,3 +568,15 @@ def test_resume_restores_each_ranks_random_state(tmp_path):
     logger = types.SimpleNamespace(warning=messages.append)
     ResumableCheckpointHook().after_load_checkpoint(types.SimpleNamespace(logger=logger), checkpoint)
     assert torch.rand(1).item() == results[0]['expected'][2] and 'holds the random state of 2' in messages[0]
+
+
+def test_model_zoo_has_one_row_per_config():
+    """docs/model_zoo.md lists every config of configs/ (regenerate it with tools/analysis/model_zoo.py)."""
+    zoo = read('docs/model_zoo.md')
+    configs = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '*', '*.py'))
+                     if '/_base_/' not in p)
+    rows = re.findall(r'^\| `(configs/[^`]+)` \|', zoo, re.M)
+    missing, extra = sorted(set(configs) - set(rows)), sorted(set(rows) - set(configs))
+    assert not missing and not extra and len(rows) == len(set(rows)), (
+        f'docs/model_zoo.md is out of date (missing rows: {missing}, rows of configs that do not exist: {extra}); '
+        f'run: python tools/analysis/model_zoo.py --out docs/model_zoo.md')
