@@ -1,4 +1,5 @@
-"""Evaluate a checkpoint of a detector (mmdet) or segmentor (mmseg); the toolbox follows from the config.
+"""Evaluate a checkpoint of a detector (mmdet), segmentor (mmseg) or classifier (mmpretrain); the toolbox follows
+from the config.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out results.pkl] [--show-dir DIR]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -15,7 +16,7 @@ from vitattn_mm.utils.run import build_runner, load_config, report_and_exit  # n
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Test (evaluate) a detector or segmentor')
+    parser = argparse.ArgumentParser(description='Test (evaluate) a detector, segmentor or classifier')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
@@ -36,11 +37,15 @@ def main(argv=None):
         cfg.load_from = args.checkpoint
         if args.show_dir:
             vis = cfg.default_hooks.visualization
-            vis.draw = True
             vis.interval = 1
-            if cfg.default_scope == 'mmdet':
+            if cfg.default_scope == 'mmpretrain':  # its VisualizationHook: enable / out_dir
+                vis.enable = True
+                vis.out_dir = os.path.abspath(args.show_dir)
+            elif cfg.default_scope == 'mmdet':
+                vis.draw = True
                 vis.test_out_dir = os.path.abspath(args.show_dir)
             else:
+                vis.draw = True
                 cfg.visualizer.save_dir = os.path.abspath(args.show_dir)
         if args.out:
             cfg.test_evaluator = [*(cfg.test_evaluator if isinstance(cfg.test_evaluator, list)

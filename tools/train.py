@@ -1,4 +1,5 @@
-"""Train a detector (mmdet) or segmentor (mmseg) from a config; the toolbox follows from the config.
+"""Train a detector (mmdet), segmentor (mmseg) or classifier (mmpretrain) from a config; the toolbox follows from
+the config.
 
     python tools/train.py configs/lavit/maskrcnn_lavit_s_coco.py [--work-dir DIR] [--resume [CKPT]] [--amp]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
@@ -15,7 +16,7 @@ from vitattn_mm.utils.run import build_runner, load_config, report_and_exit  # n
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a detector or segmentor')
+    parser = argparse.ArgumentParser(description='Train a detector, segmentor or classifier')
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: work_dirs/<config name>)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,

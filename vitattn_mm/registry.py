@@ -1,8 +1,10 @@
 """Registries. One registration serves every toolbox that is installed.
 
 Our classes are registered in our own registries (children of mmengine's roots, scope ``vitattn_mm``) and in
-mmdet's and mmseg's registries when those packages are importable, so ``dict(type='LaViT')`` builds in an mmdet
-config, an mmseg config, or from ``vitattn_mm.registry.MODELS`` directly, with either toolbox installed alone.
+mmdet's, mmseg's and mmpretrain's registries when those packages are importable, so ``dict(type='LaViT')`` builds
+in an mmdet, mmseg or mmpretrain config, or from ``vitattn_mm.registry.MODELS`` directly, with any of the toolboxes
+installed alone. (mmpretrain's backbones return a tuple of feature maps, as ours do, so its ``ImageClassifier``
+with ``GlobalAveragePooling`` and ``LinearClsHead`` classifies from the last one.)
 """
 import importlib
 from typing import List, Type
@@ -14,7 +16,7 @@ from mmengine.registry import Registry
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='vitattn_mm', locations=['vitattn_mm.models'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope='vitattn_mm', locations=['vitattn_mm.engine'])
 
-TOOLBOXES = ('mmdet', 'mmseg')
+TOOLBOXES = ('mmdet', 'mmseg', 'mmpretrain')
 
 
 def _toolbox_registries(name: str) -> List[Registry]:

@@ -39,6 +39,7 @@ test_evaluator = val_evaluator
 # (128 channels, 2 mask convs) and sample 128 RoIs per image (at most 4 objects per image). torchvision's
 # RoIAlign (same `aligned=True` semantics) because mmcv's CPU RoIAlign backward is ~1.5x slower here.
 model = dict(
+    backbone=dict(init_cfg=None),  # from scratch: the main job and the tests download nothing
     neck=dict(out_channels=128),
     rpn_head=dict(in_channels=128, feat_channels=128),
     roi_head=dict(

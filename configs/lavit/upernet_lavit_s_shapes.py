@@ -32,6 +32,7 @@ test_dataloader = val_dataloader
 # CPU scale: full LaViT-S backbone, UperNet at 128 channels, BN instead of SyncBN (one process).
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
+    backbone=dict(init_cfg=None),  # from scratch: the tests download nothing
     data_preprocessor=dict(size=crop_size),
     decode_head=dict(channels=128, num_classes=4, norm_cfg=norm_cfg),
     auxiliary_head=dict(channels=64, num_classes=4, norm_cfg=norm_cfg))

@@ -1,7 +1,9 @@
-"""Generate the synthetic shapes datasets (COCO detection, ADE20K-style seg).
+"""Generate the synthetic shapes datasets (COCO detection, ADE20K-style seg,
+ImageNet-style classification).
 
-Writes ``<out>/shapes_coco`` (``--task det``) and ``<out>/shapes_ade``
-(``--task seg``). A dataset whose ``meta.json`` already matches the
+Writes ``<out>/shapes_coco`` (``--task det``), ``<out>/shapes_ade``
+(``--task seg``) and ``<out>/shapes_in1k`` (``--task cls``: one shape per
+image, 64x64 by default). A dataset whose ``meta.json`` already matches the
 requested parameters is left as is unless ``--force`` is given.
 """
 
@@ -28,21 +30,23 @@ def _load_shapes():
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Generate the synthetic shapes datasets: '
-        '<out>/shapes_coco (COCO instances) and <out>/shapes_ade '
-        '(ADE20K-style semantic segmentation).')
-    parser.add_argument('--task', choices=('det', 'seg', 'all'),
+        '<out>/shapes_coco (COCO instances), <out>/shapes_ade '
+        '(ADE20K-style semantic segmentation) and <out>/shapes_in1k '
+        '(ImageNet-style classification, one shape per image).')
+    parser.add_argument('--task', choices=('det', 'seg', 'cls', 'all'),
                         default='all',
-                        help='det: shapes_coco, seg: shapes_ade, all: both '
-                        '(default: all)')
+                        help='det: shapes_coco, seg: shapes_ade, cls: '
+                        'shapes_in1k, all: the three (default: all)')
     parser.add_argument('--out', default='data',
                         help='parent folder of the datasets (default: data)')
     parser.add_argument('--num-train', type=int, default=400,
                         help='training images per dataset (default: 400)')
     parser.add_argument('--num-val', type=int, default=50,
                         help='validation images per dataset (default: 50)')
-    parser.add_argument('--size', type=int, nargs=2, default=(160, 160),
+    parser.add_argument('--size', type=int, nargs=2, default=None,
                         metavar=('H', 'W'),
-                        help='image height and width (default: 160 160)')
+                        help='image height and width (default: 160 160 for '
+                        'det and seg, 64 64 for cls)')
     parser.add_argument('--seed', type=int, default=0,
                         help='random seed (default: 0)')
     parser.add_argument('--force', action='store_true',
@@ -53,15 +57,19 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     shapes = _load_shapes()
-    params = dict(num_train=args.num_train, num_val=args.num_val,
-                  image_size=tuple(args.size), seed=args.seed)
     jobs = []
     if args.task in ('det', 'all'):
         jobs.append(('det', 'coco', 'shapes_coco', shapes.ensure_coco))
     if args.task in ('seg', 'all'):
         jobs.append(('seg', 'ade', 'shapes_ade', shapes.ensure_ade))
+    if args.task in ('cls', 'all'):
+        jobs.append(('cls', 'imagenet', 'shapes_in1k', shapes.ensure_imagenet))
 
     for task, layout, folder, ensure in jobs:
+        size = args.size or (shapes.DEFAULT_CLS_IMAGE_SIZE if task == 'cls'
+                             else shapes.DEFAULT_IMAGE_SIZE)
+        params = dict(num_train=args.num_train, num_val=args.num_val,
+                      image_size=tuple(size), seed=args.seed)
         root = Path(args.out) / folder
         start = time.perf_counter()
         try:
@@ -87,10 +95,14 @@ def main(argv=None) -> int:
                   f".json ({stats['train_instances']} instances)")
             print(f"    {root}/val2017/ + annotations/instances_val2017"
                   f".json ({stats['val_instances']} instances)")
-        else:
+        elif layout == 'ade':
             for split in ('training', 'validation'):
                 print(f'    {root}/images/{split}/*.jpg + '
                       f'{root}/annotations/{split}/*.png')
+        else:
+            for split in shapes.IMAGENET_SPLITS:
+                print(f'    {root}/{split}/<class>/*.JPEG + '
+                      f'{root}/meta/{split}.txt')
         print(f'    classes: {", ".join(shapes.SHAPE_CLASSES)}')
     return 0
 

@@ -21,12 +21,24 @@ def auxiliary_loss_sources(model: nn.Module):
 
 
 def merge_auxiliary_losses(model: nn.Module, losses: Dict) -> Dict:
-    """Adds the pending auxiliary losses of ``model``'s submodules to ``losses`` (in place) and returns it."""
+    """Adds the pending auxiliary losses of ``model``'s submodules to ``losses`` (in place) and returns it.
+
+    mmpretrain's classification heads return their loss under the key ``'loss'``, the name under which mmengine's
+    ``parse_losses`` logs the *total*; with an auxiliary loss beside it the log would show the head's loss as the
+    total. So when auxiliary losses are added, a ``'loss'`` entry is renamed ``'loss_cls'`` (it is still summed into
+    the total, which mmengine logs as ``loss``).
+    """
+    added = False
     for source in auxiliary_loss_sources(model):
         for name, value in source.pop_auxiliary_losses().items():
             if name in losses:
                 raise KeyError(f'auxiliary loss {name!r} of {type(source).__name__} clashes with a loss of the model')
             losses[name] = value
+            added = True
+    if added and 'loss' in losses:
+        if 'loss_cls' in losses:
+            raise KeyError("the model returns both 'loss' and 'loss_cls'; cannot keep its 'loss' apart from the total")
+        losses['loss_cls'] = losses.pop('loss')
     return losses
 
 

@@ -17,8 +17,10 @@ _COCO_HINT = ('Download COCO 2017 from https://cocodataset.org (train2017.zip, v
               'data/coco/val2017/ exist')
 _ADE_HINT = ('Download ADEChallengeData2016.zip (MIT Scene Parsing Benchmark) and unpack it so that '
              'data/ade/ADEChallengeData2016/images/ and .../annotations/ exist')
+_IMAGENET_HINT = ('Download ImageNet-1k (ILSVRC2012) from https://image-net.org and arrange it as mmpretrain expects, '
+                  'so that data/imagenet/train/, data/imagenet/val/ and data/imagenet/meta/{train,val}.txt exist')
 _SHAPES_HINT = ('or generate the small synthetic set with `python tools/misc/generate_shapes_data.py` '
-                '(data/shapes_coco, data/shapes_ade) and use the *_shapes configs')
+                '(data/shapes_coco, data/shapes_ade, data/shapes_in1k) and use the *_shapes configs')
 
 
 def _datasets(dataset: ConfigDict) -> Iterator[ConfigDict]:
@@ -42,7 +44,12 @@ def dataset_paths(cfg: Config) -> Iterator[Tuple[str, str, str]]:
             root = ds.get('data_root') or ''
             if ds.get('ann_file'):
                 yield key, 'annotation file', osp.join(root, ds['ann_file'])
-            for name, prefix in (ds.get('data_prefix') or {}).items():
+            prefixes = ds.get('data_prefix') or {}
+            if isinstance(prefixes, str):  # mmpretrain's datasets: one image folder
+                prefixes = dict(img_path=prefixes)
+            if not prefixes and ds.get('split'):  # mmpretrain's ImageNet: the folder is named after the split
+                prefixes = dict(img_path=ds['split'])
+            for name, prefix in prefixes.items():
                 if prefix and '://' not in str(prefix):
                     yield key, f'{name} folder', osp.join(root, prefix)
 
@@ -53,7 +60,8 @@ def check_config_datasets(cfg: Config, phases: Tuple[str, ...] = DATALOADER_KEYS
         if key not in phases:
             continue
         if not osp.exists(path):
-            hint = _ADE_HINT if 'ade' in path.lower() else _COCO_HINT
+            low = path.lower()
+            hint = _ADE_HINT if 'ade' in low else _IMAGENET_HINT if 'imagenet' in low or 'in1k' in low else _COCO_HINT
             raise DatasetNotFoundError(
                 f'{kind} of {key} not found: {path}\n{hint},\n{_SHAPES_HINT}.', path)
         if kind == 'annotation file' and path.endswith('.json'):

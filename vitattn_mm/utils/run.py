@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 from mmengine.config import Config
 
-TOOLBOX_OF_SCOPE = {'mmdet': 'mmdet', 'mmseg': 'mmseg'}
+TOOLBOX_OF_SCOPE = {'mmdet': 'mmdet', 'mmseg': 'mmseg', 'mmpretrain': 'mmpretrain'}
 
 
 def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optional[str] = None,
@@ -19,8 +19,8 @@ def load_config(path: str, cfg_options: Optional[dict] = None, work_dir: Optiona
         merge_cfg_options(cfg, cfg_options, path)
     scope = cfg.get('default_scope')
     if scope not in TOOLBOX_OF_SCOPE:
-        raise ValueError(f'{path}: default_scope must be one of {sorted(TOOLBOX_OF_SCOPE)} (inherit an mmdet:: or '
-                         f'mmseg:: base config), got {scope!r}')
+        raise ValueError(f'{path}: default_scope must be one of {sorted(TOOLBOX_OF_SCOPE)} (inherit an mmdet::, '
+                         f'mmseg:: or mmpretrain:: base config), got {scope!r}')
     cfg.work_dir = work_dir or cfg.get('work_dir') or osp.join('work_dirs', osp.splitext(osp.basename(path))[0])
     cfg.launcher = launcher
     return cfg

@@ -1,7 +1,14 @@
 # LaViT settings shared by the LaViT configs; they reference these names as `_base_.lavit_backbone` etc.
-# No ImageNet-1k LaViT weights are published. To start from your own classification checkpoint, override
-#   model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint='path/to/lavit_s.pth')))
-# (add prefix='backbone.' to take the backbone of a trained detector or segmentor).
+# No LaViT ImageNet weights are published, but LaViT-T/S/B have exactly PVTv2-b1/b2/b3's layout, so the backbone
+# starts from PVTv2's official ImageNet-1k release (as mmdet's PVTv2 configs do; LaViT converts the weights when it
+# loads them, see docs/pretraining.md). Offline, download the file once and point the config at it:
+#   --cfg-options model.backbone.init_cfg.checkpoint=pretrain/pvt_v2_b2.pth
+# or start from your own classification checkpoint (configs/lavit/lavit_*_in1k.py, then
+# tools/model_converters/extract_backbone.py). The `-scratch` configs train from random initialisation.
+pvtv2_release = 'https://github.com/whai362/PVT/releases/download/v2/'
+lavit_t_pretrained = pvtv2_release + 'pvt_v2_b1.pth'  # LaViT-T <- PVTv2-b1
+lavit_s_pretrained = pvtv2_release + 'pvt_v2_b2.pth'  # LaViT-S <- PVTv2-b2
+lavit_b_pretrained = pvtv2_release + 'pvt_v2_b3.pth'  # LaViT-B <- PVTv2-b3
 lavit_backbone = dict(
     _delete_=True,
     type='LaViT',
@@ -9,7 +16,7 @@ lavit_backbone = dict(
     out_indices=(0, 1, 2, 3),
     drop_path_rate=0.1,
     dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.1),
-    init_cfg=None)
+    init_cfg=dict(type='Pretrained', checkpoint=lavit_s_pretrained))
 lavit_channels = [64, 128, 320, 512]  # the same for arch t, s and b
 # no weight decay on norms and on the (softmax-normalised) LA kernels, head mixing and gates
 lavit_paramwise_cfg = dict(custom_keys={

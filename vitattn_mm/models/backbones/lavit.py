@@ -4,6 +4,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
+from mmengine.logging import print_log
 from timm.layers import DropPath
 
 from ...registry import MODELS, register_model
@@ -14,10 +15,15 @@ from ..layers.context_broadcast import ContextBroadcast
 from ..layers.less_attention import LessAttention
 from ..layers.mlp import MixFFN
 from ..layers.patch_embed import OverlapPatchEmbed
+from ..utils.checkpoint import StateDict
+from ..utils.pvtv2_weights import convert_pvtv2_for_lavit, describe
 from ..utils.tokens import tokens_to_map
 from .base import PyramidBackbone, drop_path_rates, maybe_checkpoint
 
 ARCH_KEYS = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_vanilla')
+# PVTv2's epsilon of the block and stage norms (its patch-embedding and key-reduction norms keep torch's 1e-5), so
+# that PVTv2 ImageNet weights give PVTv2's features (see ..utils.pvtv2_weights)
+NORM_EPS = 1e-6
 
 
 class LaViTBlock(nn.Module):
@@ -31,13 +37,13 @@ class LaViTBlock(nn.Module):
                  context_broadcast: bool):
         super().__init__()
         self.less_attention = less_attention
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
         if less_attention:
             self.attn = LessAttention(dim, num_heads, sr_ratio, la_kernel_size, qkv_bias)
         else:
             self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias, attention_kind)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
         self.mlp = MixFFN(dim, int(dim * mlp_ratio))
         self.cb = ContextBroadcast() if context_broadcast else nn.Identity()
 
@@ -58,7 +64,7 @@ class LaViTStage(nn.Module):
         super().__init__()
         self.patch_embed = OverlapPatchEmbed(in_channels, dim, patch_kernel, stride)
         self.blocks = nn.ModuleList(blocks)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim, eps=NORM_EPS)
 
 
 @register_model
@@ -177,6 +183,26 @@ class LaViT(PyramidBackbone):
                 raise ValueError(f'stage {i}: num_vanilla must be between 1 and depths ({arch["depths"][i]}), '
                                  f'got {arch["num_vanilla"][i]}')
         return copy.deepcopy(dict(arch))
+
+    # --- pretrained weights ----------------------------------------------------------------------------------
+    def convert_pretrained(self, state: StateDict) -> StateDict:
+        """PVTv2 ImageNet weights (official release, timm or mmdet layout) -> LaViT's names; LaViT's own weights
+        pass unchanged. See :mod:`vitattn_mm.models.utils.pvtv2_weights` for the mapping: VA layers take q, k, v
+        (k and v split from ``kv``), the spatial reduction and proj; LA layers take v, the reduction and proj, and
+        their unused q/k are reported here in one log line; LaViT-T/S/B take PVTv2-b1/b2/b3, another size is an
+        error naming both."""
+        arch_name = next((n for n, a in self.arch_zoo.items() if a == {k: self.arch[k] for k in a}), None)
+        target = f"LaViT arch='{arch_name}'" if arch_name else 'this LaViT'
+        result = convert_pvtv2_for_lavit(
+            state, self.arch, [[b.less_attention for b in s.blocks] for s in self.stages], target, self.sr_ratios)
+        if result is None:
+            return state
+        la_layers = sum(b.less_attention for s in self.stages for b in s.blocks)
+        print_log(f"{target}: converted {describe(result['source'])} weights ({result['layout']} layout); "
+                  f"{len(result['unused'])} PVTv2 tensors unused: the query and key projections of the "
+                  f'{la_layers} less-attention layers, which compute no queries or keys'
+                  + (f"; dropped: {result['dropped']}" if result['dropped'] else ''), logger='current')
+        return result['state']
 
     # --- freezing --------------------------------------------------------------------------------------------
     def frozen_modules(self) -> List[nn.Module]:

@@ -1,5 +1,5 @@
 """Loading pretrained weights into a backbone, with a clear report of keys that do not fit."""
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -31,11 +31,25 @@ def strip_prefix(state: StateDict, prefix: str) -> StateDict:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_matching_state(module: nn.Module, state: StateDict, source: str = 'checkpoint') -> None:
-    """Loads ``state`` into ``module`` non-strictly and reports what did not fit.
+class LoadReport(NamedTuple):
+    """What :func:`load_matching_state` took from a checkpoint: tensors and parameter values (numel)."""
+    tensors: int
+    total_tensors: int
+    params: int
+    total_params: int
+
+    @property
+    def param_fraction(self) -> float:
+        """Share of the module's parameter values that came from the checkpoint."""
+        return self.params / max(self.total_params, 1)
+
+
+def load_matching_state(module: nn.Module, state: StateDict, source: str = 'checkpoint') -> LoadReport:
+    """Loads ``state`` into ``module`` non-strictly, reports what did not fit and returns a :class:`LoadReport`.
 
     Raises :class:`CheckpointMismatchError` when no key matches (a checkpoint of another model, or a missing
     ``prefix``) or when a matching key has another shape; logs missing and unexpected keys as a warning otherwise.
+    The log line says how many tensors and how many parameter values (of ``module.parameters()``) came from it.
     """
     own = module.state_dict()
     matched = [k for k in state if k in own]
@@ -52,21 +66,34 @@ def load_matching_state(module: nn.Module, state: StateDict, source: str = 'chec
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     module.load_state_dict(state, strict=False)
-    print_log(f'loaded {len(matched)}/{len(own)} tensors of {name} from {source}', logger='current')
+    params = dict(module.named_parameters())
+    report = LoadReport(len(matched), len(own), sum(params[k].numel() for k in matched if k in params),
+                        sum(p.numel() for p in params.values()))
+    print_log(f'loaded {report.tensors}/{report.total_tensors} tensors of {name} from {source}: '
+              f'{report.params / 1e6:.2f}M of its {report.total_params / 1e6:.2f}M parameters '
+              f'({100 * report.param_fraction:.1f}%)', logger='current')
     if missing:
         print_log(f'missing keys in {source} (left at their initialisation): {missing}', logger='current',
                   level=30)
     if unexpected:
         print_log(f'unexpected keys in {source} (ignored): {unexpected}', logger='current', level=30)
+    return report
 
 
 def load_pretrained(module: nn.Module, checkpoint: str, prefix: Optional[str] = None,
                     convert: Optional[Callable[[StateDict], StateDict]] = None,
-                    map_location: str = 'cpu') -> None:
-    """``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` for our backbones."""
+                    map_location: str = 'cpu') -> LoadReport:
+    """``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` for our backbones.
+
+    ``convert`` adapts the state dict first (e.g. :meth:`LaViT.convert_pretrained` for PVTv2 weights); a
+    ``ValueError`` it raises is re-raised with the checkpoint named.
+    """
     state = extract_state_dict(CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location))
     if prefix:
         state = strip_prefix(state, prefix)
     if convert is not None:
-        state = convert(state)
-    load_matching_state(module, state, source=f'checkpoint {checkpoint!r}')
+        try:
+            state = convert(state)
+        except ValueError as e:
+            raise type(e)(f'checkpoint {checkpoint!r}: {e}') from e
+    return load_matching_state(module, state, source=f'checkpoint {checkpoint!r}')
