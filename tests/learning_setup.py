@@ -2,8 +2,8 @@
 measures the thresholds over several seeds) use exactly these configs and options.
 
 Each task trains a LaViT-T model on a generated shapes set with ``tools/train.py`` and evaluates it once at the end.
-LaViT-T (not S) and these short schedules keep the CPU cost of the suite small; the thresholds in the test files
-are measured with these settings.
+LaViT-T (not S) and the configs' short schedules keep the CPU cost of the suite small; the thresholds in the test
+files are measured with these settings.
 """
 import os.path as osp
 from dataclasses import dataclass
@@ -38,22 +38,19 @@ def ade_data_options(data_root: str) -> List[str]:
 
 @dataclass(frozen=True)
 class LearningTask:
+    """A config trained as it is (its schedule, batch size and evaluation at the last iteration are the config's
+    own), on data generated under a given folder, with a given seed."""
     config: str
-    iters: int
-    batch_size: int
     metrics: Tuple[str, ...]
     prepare_data: Callable[[str], str]
     data_options: Callable[[str], List[str]]
 
     def options(self, data_root: str, seed) -> List[str]:
-        return [*self.data_options(data_root), f'train_cfg.max_iters={self.iters}',
-                f'train_cfg.val_interval={self.iters}', f'train_dataloader.batch_size={self.batch_size}',
-                f'randomness.seed={seed}', 'default_hooks.checkpoint.interval=100000']
+        return [*self.data_options(data_root), f'randomness.seed={seed}']
 
 
-DET = LearningTask(config='configs/lavit/maskrcnn_lavit_t_shapes.py', iters=200, batch_size=2,
-                   metrics=('coco/bbox_mAP', 'coco/segm_mAP'), prepare_data=_coco_data,
-                   data_options=coco_data_options)
-SEG = LearningTask(config='configs/lavit/upernet_lavit_t_shapes.py', iters=150, batch_size=2,
-                   metrics=('mIoU', ), prepare_data=_ade_data, data_options=ade_data_options)
+DET = LearningTask(config='configs/lavit/maskrcnn_lavit_t_shapes.py', metrics=('coco/bbox_mAP', 'coco/segm_mAP'),
+                   prepare_data=_coco_data, data_options=coco_data_options)
+SEG = LearningTask(config='configs/lavit/upernet_lavit_t_shapes.py', metrics=('mIoU', ), prepare_data=_ade_data,
+                   data_options=ade_data_options)
 TASKS = dict(det=DET, seg=SEG)
