@@ -347,8 +347,11 @@ def snippet_path(block: Block, root) -> str:
         rel = block.marker.split(None, 1)[1]
         assert rel.startswith('configs/') and rel.endswith('.py'), f'{block.where}: bad marker {block.marker!r}'
         rel = rel[len('configs/'):]
-    else:
-        rel = f'docs_snippets/{osp.splitext(osp.basename(block.doc))[0]}_L{block.line}.py'
+    else:  # next to the config a relative _base_ names (when one directory has it), else in a directory of its own
+        name = f'{osp.splitext(osp.basename(block.doc))[0]}_L{block.line}.py'
+        bases = re.findall(r'[\'"]\./([\w.-]+\.py)[\'"]', block.text)
+        dirs = {osp.basename(osp.dirname(p)) for b in bases for p in glob.glob(osp.join(ROOT, 'configs', '*', b))}
+        rel = f'{dirs.pop()}/{name}' if len(dirs) == 1 else f'docs_snippets/{name}'
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     assert not path.exists(), f'{block.where}: {rel} exists already; name the snippet config differently'
@@ -381,12 +384,19 @@ def train_one_step(cfg) -> dict:
     from mmengine.registry import init_default_scope
     from test_reuse import attach_hook
     init_default_scope(cfg.default_scope)
+    # small size: the snippet's backbone and the heads' input channels as written; the heads' inner width and the
+    # number of sampled RoIs small (they cost most of the step, and the snippets do not set them)
     if cfg.default_scope == 'mmseg':  # CPU, small images: BN instead of SyncBN, no fixed 512x512 padding
         cfg.model.data_preprocessor.size = None
         cfg.model.data_preprocessor.size_divisor = 32
-        for head in ('decode_head', 'auxiliary_head'):
+        for head, channels in (('decode_head', 64), ('auxiliary_head', 32)):
             if cfg.model.get(head):
                 cfg.model[head].norm_cfg = dict(type='BN', requires_grad=True)
+                cfg.model[head].channels = channels
+    rcnn = cfg.model.get('train_cfg', {}).get('rcnn')
+    if isinstance(rcnn, dict) and 'sampler' in rcnn:
+        rcnn.sampler.num = 32
+        cfg.model.train_cfg.rpn_proposal.max_per_img = 64
     init_cfg = cfg.model.backbone.get('init_cfg')
     assert init_cfg is None or init_cfg.get('type'), f'the backbone init_cfg has no type: {init_cfg}'
     cfg.model.backbone.init_cfg = None  # nothing to download or read here; the merge above is what is checked
