@@ -10,7 +10,7 @@ import pytest
 import timm
 import torch
 from conftest import TINY_LAVIT
-from helpers import run_tool
+from helpers import ROOT, run_tool
 from mmengine.logging import MessageHub, MMLogger
 
 from vitattn_mm import CBViT, LaViT
@@ -100,6 +100,46 @@ def test_timm2cbvit_user_errors(tmp_path):
 
 
 # --- extract_backbone -------------------------------------------------------------------------------------------
+def load_timm2cbvit():
+    """tools/model_converters/timm2cbvit.py as a module (in-process: no second ~8 s import of torch and timm)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('timm2cbvit', osp.join(ROOT, TOOLS, 'timm2cbvit.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_timm2cbvit_verifies_other_sizes_against_timm_itself(tmp_path, capsys):
+    """At --img-size 160 the converter resizes the 14x14 position embedding to 10x10 and --verify compares CBViT
+    with timm's model resampling SRC's table itself (dynamic_img_size), not with a timm model given DST's table:
+    a DST whose table was resized another way (bicubic without antialiasing) fails the verification."""
+    tool = load_timm2cbvit()
+    ref = timm.create_model('vit_tiny_patch16_224', pretrained=False)
+    with torch.no_grad():
+        ref.pos_embed.normal_(0, 1.0)  # as large as in trained ViTs, so that the resampling matters
+    src, dst = tmp_path / 'vit_tiny.pth', tmp_path / 'cbvit_160.pth'
+    torch.save({'model': ref.state_dict()}, src)
+    assert tool.main([str(src), str(dst), '--arch', 'deit-t', '--img-size', '160']) == 0
+    out = capsys.readouterr().out
+    assert 'resampling SRC' in out and 'verified' in out, out
+    converted = torch.load(dst, map_location='cpu', weights_only=True)
+    assert converted['state_dict']['pos_embed'].shape == (1, 1 + 10 * 10, 192)
+    assert converted['meta']['grid'] == 10 and converted['meta']['source_grid'] == 14
+
+    # the same DST, its table resized without antialiasing: the reference does not follow DST, so it is caught
+    state = tool.vit_state(torch.load(src, weights_only=True), str(src))
+    args = tool.parse_args([str(src), str(tmp_path / 'unused.pth'), '--arch', 'deit-t', '--img-size', '160'])
+    patches = state['pos_embed'][:, 1:].reshape(1, 14, 14, -1).permute(0, 3, 1, 2)
+    plain = torch.nn.functional.interpolate(patches, size=(10, 10), mode='bicubic', align_corners=False)
+    other = dict(converted['state_dict'])
+    other['pos_embed'] = torch.cat([state['pos_embed'][:, :1], plain.flatten(2).transpose(1, 2)], dim=1)
+    bad = tmp_path / 'cbvit_160_plain.pth'
+    torch.save({'state_dict': other}, bad)
+    with pytest.raises(tool.VerificationError, match='differ from timm'):
+        tool.verify(state, str(bad), args)
+    assert tool.verify(state, str(dst), args) <= 1e-5
+
+
 def test_extract_backbone_round_trip_and_wrong_prefix(tmp_path):
     trained = LaViT(arch='t')
     trained.init_weights()

@@ -13,10 +13,12 @@ CBViT's own ``convert_pretrained`` (drops the classifier, resizes the position e
 ``load_matching_state``; every ViT tensor of SRC must find its place in CBViT, only the feature pyramid
 (``pyramid.*``, trained with the detector) is not in SRC. Distilled DeiT checkpoints (``dist_token``) are refused.
 
-``--verify`` (default) builds timm's model of the same size, loads SRC into it and DST into
-``CBViT(arch, context_broadcast=False)``, runs both on one random batch and checks that CBViT's patch tokens
-(``forward_tokens``) equal timm's ``forward_features(x)[:, 1:]`` (atol 1e-5). With ``--img-size`` other than the
-SRC's, timm runs at that size with DST's resized position embedding (the resize is CBViT's, by design).
+``--verify`` (default) loads SRC, unchanged, into timm's model of the same size (built for SRC's own grid, with
+``dynamic_img_size=True``) and DST into ``CBViT(arch, context_broadcast=False)``, runs both on one random batch of
+``--img-size`` x ``--img-size`` images and checks that CBViT's patch tokens (``forward_tokens``) equal timm's
+``forward_features(x)[:, 1:]`` (atol 1e-5). At a size other than SRC's, timm resamples SRC's position embedding
+itself (``resample_abs_pos_embed``) while CBViT uses the one this converter resized and stored in DST, so the
+resize is checked against timm's own, not against itself.
 
 SRC is read with ``torch.load(weights_only=True)``; ``--unsafe-load`` allows the full unpickler for a file you
 trust that holds other Python objects. Exit status: 0 done, 2 user error (one ``error: ...`` line on stderr),
@@ -142,8 +144,10 @@ def short_list(keys, limit: int = 8) -> str:
     return f'{keys[:limit]} and {len(keys) - limit} more'
 
 
-def verify(state: dict, dst_state: dict, dst_file: str, args) -> float:
-    """Max |timm forward_features - CBViT forward_tokens| on a random batch; raises VerificationError."""
+def verify(state: dict, dst_file: str, args) -> float:
+    """Max |timm forward_features - CBViT forward_tokens| on a random batch; raises VerificationError.
+
+    ``state``: SRC's tensors (timm's reference loads them unchanged); ``dst_file``: the converted checkpoint."""
     import timm
     import torch
     from mmengine.logging import MMLogger
@@ -151,14 +155,16 @@ def verify(state: dict, dst_state: dict, dst_file: str, args) -> float:
     from vitattn_mm import CBViT
 
     size = args.img_size
-    ref_state = dict(state)
-    if source_grid(state, args.src) != size // PATCH:
-        ref_state['pos_embed'] = dst_state['pos_embed']
-        print(f'note: verifying at {size}x{size} with the resized position embedding of DST')
-    head = ref_state['head.weight'].shape[0] if 'head.weight' in ref_state else 0
-    ref = timm.create_model(TIMM_MODELS[args.arch], pretrained=False, num_classes=head, img_size=size).eval()
+    src_grid = source_grid(state, args.src)
+    if src_grid != size // PATCH:
+        print(f'note: verifying at {size}x{size} against timm resampling SRC\'s {src_grid}x{src_grid} position '
+              'embedding itself (dynamic_img_size)')
+    head = state['head.weight'].shape[0] if 'head.weight' in state else 0
+    # the independent reference: timm's model at SRC's own grid, resizing SRC's position embedding on the fly
+    ref = timm.create_model(TIMM_MODELS[args.arch], pretrained=False, num_classes=head, img_size=src_grid * PATCH,
+                            dynamic_img_size=True).eval()
     try:
-        missing, unexpected = ref.load_state_dict(ref_state, strict=False)
+        missing, unexpected = ref.load_state_dict(state, strict=False)
     except RuntimeError as e:
         raise VerificationError(f'timm {TIMM_MODELS[args.arch]} cannot load {args.src}: {one_line(e)[:300]}') from e
     if missing:
@@ -216,7 +222,7 @@ def run(args) -> None:
                 arch=args.arch, img_size=args.img_size, source_grid=source_grid(state, args.src), grid=grid,
                 dropped_keys=dropped, vitattn_mm_version=vitattn_mm.__version__)
 
-    check = (lambda tmp: verify(state, dst_state, tmp, args)) if args.verify else None
+    check = (lambda tmp: verify(state, tmp, args)) if args.verify else None
     save_atomic({'state_dict': dst_state, 'meta': meta}, args.dst, check=check)
     print(f'wrote {len(dst_state)} tensors of CBViT(arch={args.arch!r}, img_size={args.img_size}) to {args.dst} '
           f'(dropped from SRC: {short_list(dropped)}); use it with '

@@ -30,8 +30,10 @@ class PyramidBackbone(BaseModule):
             raise ValueError(f'out_indices must be a non-empty list of levels in 0..{NUM_LEVELS - 1}, '
                              f'got {out_indices}')
         self.out_indices = sorted({i % NUM_LEVELS for i in out_indices})
-        if not isinstance(frozen_stages, int) or frozen_stages < -1:
-            raise ValueError(f'frozen_stages must be -1 (nothing frozen) or a stage count >= 0, got {frozen_stages}')
+        limit = self.max_frozen_stages()
+        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= limit:
+            raise ValueError(f'frozen_stages of {type(self).__name__} must be -1 (nothing frozen) or a stage count '
+                             f'0..{limit}, got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
 
@@ -46,6 +48,11 @@ class PyramidBackbone(BaseModule):
             raise ValueError(f'{type(self).__name__} needs images of at least {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} '
                              f'pixels (its coarsest level has stride 32), got {x.shape[2]}x{x.shape[3]}')
 
+    def max_frozen_stages(self) -> int:
+        """The largest valid ``frozen_stages`` (freezes everything that can be frozen). Called by
+        :meth:`_set_up_common`, so it may use only what the subclass has set before that call."""
+        return NUM_LEVELS
+
     def frozen_modules(self) -> List[nn.Module]:
         """Modules (and parameters wrapped in modules) that ``frozen_stages`` freezes."""
         raise NotImplementedError
@@ -55,6 +62,9 @@ class PyramidBackbone(BaseModule):
         return []
 
     def _freeze(self) -> None:
+        """Frozen parts: ``requires_grad=False`` and eval mode. Subclasses call it at the end of ``__init__`` (so
+        that optimizers and DDP, built before the first ``train()``, see the frozen parameters) and ``train()``
+        calls it again."""
         for module in self.frozen_modules():
             module.eval()
             for p in module.parameters():

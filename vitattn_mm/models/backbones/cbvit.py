@@ -24,7 +24,13 @@ VIT_LN_EPS = 1e-6
 
 
 def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
-    """Bicubic resize of a ViT position embedding (1, prefix + g*g, C) to ``grid`` (prefix tokens kept)."""
+    """Resizes a ViT position embedding (1, prefix + g*g, C) to ``grid`` (prefix tokens kept).
+
+    Bicubic interpolation with antialiasing, in float32: the resampling timm applies to its checkpoints and, with
+    ``dynamic_img_size=True``, to every input size (``timm.layers.resample_abs_pos_embed``), so CB-ViT gives timm's
+    features at any input size, and a checkpoint resized here equals timm's resized one. ``antialias`` matters for
+    upsampling too: torch's antialiased bicubic uses the cubic coefficient -0.5 (as PIL), the plain one -0.75.
+    """
     prefix, patches = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
     old = int(math.isqrt(patches.shape[1]))
     if old * old != patches.shape[1]:
@@ -33,7 +39,8 @@ def resize_pos_embed(pos_embed: torch.Tensor, grid: Tuple[int, int], num_prefix:
         return pos_embed
     c = patches.shape[-1]
     patches = patches.reshape(1, old, old, c).permute(0, 3, 1, 2)
-    patches = F.interpolate(patches.float(), size=grid, mode='bicubic', align_corners=False).to(pos_embed.dtype)
+    patches = F.interpolate(patches.float(), size=tuple(grid), mode='bicubic', align_corners=False,
+                            antialias=True).to(pos_embed.dtype)
     return torch.cat([prefix, patches.flatten(2).transpose(1, 2)], dim=1)
 
 
@@ -63,10 +70,14 @@ class CBViT(PyramidBackbone):
     Parameter names match timm's ``vit_*_patch16_224`` / DeiT (``patch_embed.proj``, ``cls_token``, ``pos_embed``,
     ``blocks.i.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``, ``norm``), so their state dicts load as they
     are (the classifier head is dropped). CB has no parameters unless ``cb_learnable_scale``. The position embedding
-    is resized bicubically to the input's patch grid; inputs are padded to multiples of 16.
+    is resized to the input's patch grid as timm resizes it (:func:`resize_pos_embed`), so with CB off the tokens
+    equal timm's ``dynamic_img_size`` ViT at any size that is a multiple of 16; other inputs are zero-padded at the
+    bottom and right to multiples of 16.
 
     The stride-16 output of the last block (after the final ``norm``) feeds :class:`SimpleFeaturePyramid`, which
-    returns maps at strides 4, 8, 16, 32 with ``dim/4, dim/2, dim, dim`` channels.
+    returns maps at strides 4, 8, 16, 32 with ``dim/4, dim/2, dim, dim`` channels, each cropped to the
+    ``ceil(H/s) x ceil(W/s)`` cells that cover the unpadded ``H x W`` image (not the padded one), so that heads
+    which resize their output to the image do not stretch the padding over it.
 
     Args:
         arch: ``'deit-t'``, ``'deit-s'``, ``'deit-b'`` or a dict with ``embed_dims``, ``depth``, ``num_heads``,
@@ -75,7 +86,10 @@ class CBViT(PyramidBackbone):
         in_channels, out_indices, drop_path_rate, qkv_bias, norm_eval, with_cp, init_cfg: as usual.
         context_broadcast: bool for all blocks, or one bool per block.
         cb_learnable_scale: learned per-channel scale of the broadcast context.
-        frozen_stages: -1 nothing frozen; k >= 0 freezes the embeddings and the first k blocks.
+        frozen_stages: -1 nothing frozen; ``0 <= k <= depth`` freezes the embeddings (patch, position, class token)
+            and the first k blocks, and with ``k == depth`` also the final ``norm``; larger values are an error.
+            The simple feature pyramid is never frozen (a ViT checkpoint does not have it). Frozen parts get
+            ``requires_grad=False`` at construction and stay in eval mode (no drop path) in training.
     """
 
     arch_zoo = {
@@ -109,6 +123,7 @@ class CBViT(PyramidBackbone):
                              f'got {arch!r}')
         self.arch = dict(arch)
         dim, depth = arch['embed_dims'], arch['depth']
+        self.depth = depth
         self._set_up_common(in_channels, out_indices, frozen_stages, norm_eval)
         self.with_cp = with_cp
         self.cb_flags = per_layer_flags(context_broadcast, depth, 'context_broadcast')
@@ -124,6 +139,7 @@ class CBViT(PyramidBackbone):
         self.norm = nn.LayerNorm(dim, eps=VIT_LN_EPS)
         self.pyramid = SimpleFeaturePyramid(dim)
         self.out_channels = [self.pyramid.out_channels[i] for i in self.out_indices]
+        self._freeze()
 
     def _init_from_scratch(self) -> None:
         super()._init_from_scratch()
@@ -144,10 +160,16 @@ class CBViT(PyramidBackbone):
             state['pos_embed'] = resize_pos_embed(state['pos_embed'], (g, g))
         return state
 
+    def max_frozen_stages(self) -> int:
+        return self.depth
+
     def frozen_modules(self) -> List[nn.Module]:
         if self.frozen_stages < 0:
             return []
-        return [self.patch_embed, *self.blocks[:self.frozen_stages]]
+        modules = [self.patch_embed, *self.blocks[:self.frozen_stages]]
+        if self.frozen_stages == self.depth:
+            modules.append(self.norm)
+        return modules
 
     def frozen_parameters(self):
         return [self.cls_token, self.pos_embed] if self.frozen_stages >= 0 else []
@@ -165,5 +187,5 @@ class CBViT(PyramidBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         tokens, hw = self.forward_tokens(x)
-        levels = self.pyramid(tokens_to_map(tokens, hw))
+        levels = self.pyramid(tokens_to_map(tokens, hw), image_size=(x.shape[2], x.shape[3]))
         return tuple(levels[i] for i in self.out_indices)

@@ -92,7 +92,7 @@ class LaViT(PyramidBackbone):
         dp_loss: config of the diagonality-preserving loss (e.g. ``dict(type='DiagonalityPreservingLoss',
             loss_weight=0.1)``); ``None`` or weight 0: off. The loss is computed in training only and handed to
             the detector/segmentor by :class:`~vitattn_mm.engine.AuxiliaryLossHook` as ``loss_dp``.
-        frozen_stages: -1 freezes nothing; k >= 1 freezes stages 1..k (with their patch embeddings and the
+        frozen_stages: -1 freezes nothing; 1 <= k <= 4 freezes stages 1..k (with their patch embeddings and the
             attention downsampling into them); 0 freezes only the first patch embedding.
         norm_eval: keep BatchNorm layers in eval mode (LaViT itself uses LayerNorm only; for config parity).
         with_cp: activation checkpointing per block.
@@ -163,6 +163,7 @@ class LaViT(PyramidBackbone):
                 raise ValueError('dp_loss is set but the architecture has no less-attention layer')
             self.dp_loss = MODELS.build(dp_loss)
         self._pending_losses = {}
+        self._freeze()
 
     @classmethod
     def _resolve_arch(cls, arch: Union[str, dict]) -> dict:
@@ -209,7 +210,7 @@ class LaViT(PyramidBackbone):
         if self.frozen_stages < 0:
             return []
         modules = [self.stages[0].patch_embed]
-        for i in range(min(self.frozen_stages, 4)):
+        for i in range(self.frozen_stages):
             modules.append(self.stages[i])
             if i > 0 and self.attention_downsamples is not None:
                 modules.append(self.attention_downsamples[i - 1])
