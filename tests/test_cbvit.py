@@ -116,6 +116,13 @@ def test_levels_of_a_padded_input_are_the_top_left_cells():
         h, w = -(-72 // stride), -(-104 // stride)
         assert out.shape[2:] == (h, w) and full.shape[2:] == (-(-80 // stride), -(-112 // stride))
         assert torch.allclose(out, full[:, :, :h, :w], atol=1e-6)
+    # out_indices: only those levels are computed, the same ones
+    some = CBViT(arch=dict(embed_dims=32, depth=2, num_heads=2, mlp_ratio=2.0), out_indices=(3, 1)).eval()
+    some.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        picked = some(x)
+    assert some.out_channels == [16, 32] and len(picked) == 2
+    assert torch.equal(picked[0], outs[1]) and torch.equal(picked[1], outs[3])
 
 
 def test_gradients_reach_every_parameter():

@@ -187,5 +187,5 @@ class CBViT(PyramidBackbone):
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         tokens, hw = self.forward_tokens(x)
-        levels = self.pyramid(tokens_to_map(tokens, hw), image_size=(x.shape[2], x.shape[3]))
-        return tuple(levels[i] for i in self.out_indices)
+        return tuple(self.pyramid(tokens_to_map(tokens, hw), image_size=(x.shape[2], x.shape[3]),
+                                  levels=self.out_indices))

@@ -1,5 +1,5 @@
 """Feature pyramid from a single stride-16 map, for plain ViTs (ViTDet, Li et al. 2022)."""
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,12 +34,15 @@ class SimpleFeaturePyramid(nn.Module):
         self.up2 = nn.ConvTranspose2d(dim, dim // 2, 2, 2)
         self.down2 = nn.MaxPool2d(2, 2, ceil_mode=True)
 
-    def forward(self, x: torch.Tensor, image_size: Optional[Tuple[int, int]] = None) -> List[torch.Tensor]:
-        """``x``: the (B, C, h, w) stride-16 map; ``image_size``: (H, W) of the unpadded image, to crop to."""
-        levels = [self.up4(x), self.up2(x), x, self.down2(x)]
+    def forward(self, x: torch.Tensor, image_size: Optional[Tuple[int, int]] = None,
+                levels: Sequence[int] = (0, 1, 2, 3)) -> List[torch.Tensor]:
+        """``x``: the (B, C, h, w) stride-16 map; ``image_size``: (H, W) of the unpadded image, to crop to;
+        ``levels``: the levels to compute and return, in this order (0: stride 4 ... 3: stride 32)."""
+        make = (self.up4, self.up2, nn.Identity(), self.down2)
+        outs = [make[i](x) for i in levels]
         if image_size is None:
-            return levels
-        return [crop_to_image(level, image_size, s) for level, s in zip(levels, self.strides)]
+            return outs
+        return [crop_to_image(out, image_size, self.strides[i]) for out, i in zip(outs, levels)]
 
 
 def crop_to_image(level: torch.Tensor, image_size: Tuple[int, int], stride: int) -> torch.Tensor:
