@@ -239,8 +239,11 @@ class LaViT(PyramidBackbone):
             for block in stage.blocks:
                 tokens, attn = maybe_checkpoint(block, tokens, hw, attn,
                                                 enabled=self.with_cp and self.training and tokens.requires_grad)
-                if block.less_attention and self.collects_dp_inputs:
-                    squares.append(attn.pooled(self.sr_ratios[i]).probabilities())
+                if block.less_attention and self.collects_dp_inputs and attn.kind == 'logit':
+                    squares.append(attn.key_grid_attention(self.sr_ratios[i]))
+            if self.collects_dp_inputs and attn.kind == 'prob' and attn.psis:
+                # every LA layer of the stage at once: queries pooled onto the key grid, Psi applied there
+                squares.extend(attn.key_grid_attentions(self.sr_ratios[i]))
             carried = attn if self.attention_residual else None
             x = tokens_to_map(stage.norm(tokens), hw)
             if i in self.out_indices:

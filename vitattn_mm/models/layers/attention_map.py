@@ -58,8 +58,7 @@ class AttentionMap:
 
     def __init__(self, matrix: torch.Tensor, query_hw: Tuple[int, int], key_hw: Tuple[int, int],
                  kind: str = 'prob', psis: Sequence[ConvexLocalMix] = (),
-                 thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None,
-                 _stage_cache: Optional[dict] = None):
+                 thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f'attention kind must be one of {ATTENTION_KINDS}, got {kind!r}')
         self.matrix = matrix
@@ -72,8 +71,6 @@ class AttentionMap:
             _grids = (tuple(p.on_grid(self.query_hw) for p in self.psis),
                       tuple(t.on_grid(self.key_hw) for t in self.thetas))
         self._psi_grids, self._theta_grids = _grids
-        # shared by the maps derived from one vanilla layer's attention: key-grid pooling for the DP loss
-        self._stage_cache = {} if _stage_cache is None else _stage_cache
         self._probs: Optional[torch.Tensor] = None
 
     @property
@@ -86,8 +83,7 @@ class AttentionMap:
         if self.kind == 'prob':
             return AttentionMap(self.matrix, self.query_hw, self.key_hw, 'prob', self.psis + (psi, ),
                                 self.thetas + (theta, ),
-                                _grids=(self._psi_grids + (psi_grid, ), self._theta_grids + (theta_grid, )),
-                                _stage_cache=self._stage_cache)
+                                _grids=(self._psi_grids + (psi_grid, ), self._theta_grids + (theta_grid, )))
         logits = theta_grid.columns(psi_grid.rows(self.matrix), overwrite=True)
         return AttentionMap(logits, self.query_hw, self.key_hw, 'logit')
 
@@ -131,7 +127,7 @@ class AttentionMap:
 
         For probabilities: ``pool(Psi_n ... Psi_1 P) Theta_1 ... Theta_n`` (the Psi act before pooling, the
         Theta after it, on the smaller matrix). For logits the logits are pooled. Applies the Psi over the full
-        Nq x Nk matrix: for analysis; the DP loss uses :meth:`key_grid_attention`.
+        Nq x Nk matrix: for analysis; the DP loss uses :meth:`key_grid_attentions`.
         """
         a = self.matrix
         for psi in self._psi_grids:
@@ -168,26 +164,39 @@ class AttentionMap:
         matrix for the diagonality-preserving loss (``factor`` = the stage's key reduction ratio).
 
         For logits: ``pool(softmax(L))`` (exact; the softmax is shared with :meth:`apply_tokens`). For
-        probabilities we make the same approximation as :meth:`carried`: ``Psi_n ... Psi_1`` act *after* pooling,
-        on the key grid, and ``Theta_1 ... Theta_n`` on the key axis (exact for Theta):
-        ``S_n = Psi_n^K ... Psi_1^K pool(P) Theta_1 ... Theta_n``, where ``Psi^K`` is the same learned kernel on the
-        K-cell grid. ``pool(P)`` is computed once per vanilla attention and the Psi rows incrementally, so the loss
-        never applies a Psi over the full Nq x Nk matrix. ``S_n`` is a product of row-stochastic matrices, so the
-        loss on it stays in [0, loss_weight].
+        probabilities see :meth:`key_grid_attentions` (this is its last entry).
         """
         if self.kind == 'logit':
             return pool_rows(self._probabilities_of_logits(), self.query_hw, factor)[0]
-        cache = self._stage_cache
-        if cache.get('factor') != factor or 'rows' not in cache:
-            pooled, hw = pool_rows(self.matrix, self.query_hw, factor)
-            cache.update(factor=factor, hw=hw, rows=[pooled])
-        rows: List[torch.Tensor] = cache['rows']
-        while len(rows) <= len(self.psis):  # rows[l] = Psi_l^K ... Psi_1^K pool(P)
-            rows.append(self.psis[len(rows) - 1].on_grid(cache['hw']).rows(rows[-1]))
-        a = rows[len(self.psis)]
-        for theta in self._theta_grids:
-            a = theta.columns(a, overwrite=a is not rows[len(self.psis)])
-        return a
+        return self.key_grid_attentions(factor)[-1]
+
+    def key_grid_attentions(self, factor: int) -> List[torch.Tensor]:
+        """For probabilities: the key-grid attention of every less-attention layer of the chain, ``S_1 ... S_n``.
+
+        We make the same approximation as :meth:`carried`: ``Psi_l ... Psi_1`` act *after* pooling, on the key grid,
+        and ``Theta_1 ... Theta_l`` on the key axis (exact for Theta):
+        ``S_l = Psi_l^K ... Psi_1^K pool(P) Theta_1 ... Theta_l``, where ``Psi^K`` is the same learned kernel on the
+        K-cell grid (its neighbourhood spans ``factor x factor`` times the area it covers on the query grid).
+        ``pool(P)`` is computed once, the Thetas incrementally, and the Psis on the stack of the remaining layers,
+        so a chain of n layers costs n row and n column transforms of K x K matrices and never a Psi over the full
+        Nq x Nk matrix. ``S_l`` is a product of row-stochastic matrices, so the loss on it stays in
+        [0, loss_weight].
+        """
+        if self.kind != 'prob' or not self.psis:
+            raise RuntimeError('key_grid_attentions needs a probability attention with less-attention transforms')
+        pooled, hw = pool_rows(self.matrix, self.query_hw, factor)
+        cols, a = [], pooled
+        for theta in self._theta_grids:  # pool(P) Theta_1 ... Theta_l for every l
+            a = theta.columns(a)  # each partial product is kept: not overwritten
+            cols.append(a)
+        b, heads, k, _ = pooled.shape
+        tail = torch.stack(cols).view(-1, heads, k, k)  # (n * B, heads, K, K)
+        squares = []
+        for psi in self.psis:
+            tail = psi.on_grid(hw).rows(tail)
+            squares.append(tail[:b])
+            tail = tail[b:]
+        return squares
 
 
 class AttentionResidual:
