@@ -13,7 +13,7 @@ def diagonality_terms(square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]
     Args:
         square: (B, heads, K, K) attention whose rows and columns index the same K key-grid cells, each row a
             probability distribution (queries average-pooled onto the key grid, see
-            :meth:`AttentionMap.pooled`).
+            :meth:`AttentionMap.key_grid_attentions`).
 
     Returns:
         ``dominance``: mean over rows of ``relu(max_{j != i} S[i, j] - S[i, i])``, in [0, 1]; zero exactly when
@@ -43,7 +43,9 @@ class DiagonalityPreservingLoss(nn.Module):
 
     Ours: each LA layer's attention (rows: queries, columns: the reduced key grid) is first average-pooled over
     the query grid onto the key grid, giving a row-stochastic K x K matrix ``S`` whose cell i is the same image
-    region as key i. Then, with :func:`diagonality_terms`,
+    region as key i (for 'prob' attention the LA layers' Psi act after this pooling, on the key grid; see
+    :meth:`~vitattn_mm.models.layers.attention_map.AttentionMap.key_grid_attentions`). Then, with
+    :func:`diagonality_terms`,
     ``loss = loss_weight * mean_over_layers((dominance(S) + asymmetry(S)) / 2)``, which lies in ``[0, loss_weight]``
     and is zero when every region attends to itself most and attention between regions is symmetric.
 
