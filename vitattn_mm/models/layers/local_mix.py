@@ -99,6 +99,17 @@ class GridMix:
             self._cache[key] = k.repeat(per_head, 1, 1, 1) if heads_inner else k.repeat_interleave(per_head, 0)
         return self._cache[key]
 
+    def _row_band_weight(self) -> torch.Tensor:
+        """For one head: weight (W, W, k, 1) with ``[x', x, a] = w_flipped[a, x - x' + pad]`` (zero off the band)."""
+        if 'band' not in self._cache:
+            k, width = self.kernel.shape[-1], self.hw[1]
+            flipped = self.kernel[0, 0].flip(-2, -1)
+            shifts = torch.stack([torch.ones(width - abs(o)).diag(o) if width > abs(o) else torch.zeros(width, width)
+                                  for o in range(-self.pad, self.pad + 1)]).to(flipped)
+            self._cache['band'] = torch.einsum('ab,bpq->pqa', flipped, shifts).unsqueeze(-1)
+            assert self._cache['band'].shape == (width, width, k, 1)
+        return self._cache['band']
+
     @property
     def inv_mass(self) -> torch.Tensor:
         """1 / m(i), shape (1, heads, H, W); m > 0 since the centre tap lies inside the grid."""
@@ -172,6 +183,12 @@ class GridMix:
         self._check(n, heads)
         h, w = self.hw
         inv = self.inv_mass.view(heads, n)
+        if heads == 1 and t.is_contiguous():
+            # one head: a dense convolution along the key rows whose W x W channel mixing is the kernel's
+            # horizontal taps (a channels-last GEMM, ~1.5x faster here than R tiny depthwise images)
+            grid = scaled(t, inv.view(1, 1, 1, n), overwrite).view(b * r, h, 1, w).permute(0, 3, 1, 2)
+            out = F.conv2d(grid, self._row_band_weight(), padding=(self.pad, 0))
+            return out.permute(0, 2, 3, 1).reshape(b, 1, r, n)
         if t.is_contiguous():
             grid = scaled(t, inv.view(1, heads, 1, n), overwrite).view(b, heads * r, h, w)
             out = F.conv2d(grid, self._weight(r, flipped=True), padding=self.pad, groups=heads * r)
