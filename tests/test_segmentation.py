@@ -12,8 +12,14 @@ from learning_setup import SEG, ade_data_options
 HANG_TIMEOUT = 3600
 
 # Learning threshold, for LaViT-T UperNet with learning_setup.SEG's options, measured over seeds 0, 1 and 2 with
-# `python tools/analysis/learning_thresholds.py seg` (results in docs/results.md):
-MIN_MIOU = None  # set from the measurement
+# `python tools/analysis/learning_thresholds.py seg` (Intel Xeon, 2 cores; docs/results.md):
+#   trained end to end:                                       mIoU 92.08 / 92.56 / 92.84 (min / mean / max)
+#   backbone frozen at its random initialisation (the neck
+#   and heads learn on untrained features):                   mIoU 89.45 / 90.56 / 91.23
+#   a broken backbone (features independent of the image) can only paint one class: mIoU <= ~8.
+# The threshold lies between the two: +0.42 above the best frozen run, -0.43 below the worst trained one. Other
+# CPUs round differently and so follow other trajectories, like other seeds; the seed spread is the margin's scale.
+MIN_MIOU = 91.65
 
 
 @pytest.fixture(scope='session')
