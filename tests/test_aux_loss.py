@@ -75,28 +75,33 @@ def test_dp_loss_alone_trains_la_kernels_and_gates_inside_mask_rcnn(tmp_path):
     """A real mmengine Runner builds Mask R-CNN from the shapes config (tiny LaViT) with the config's
     AuxiliaryLossHook; the hook merges ``loss_dp`` into the detector's loss dict, mmengine's ``parse_losses`` sums
     it into the total, and ``loss_dp`` alone backpropagates into the backbone's LA kernels and gates."""
+    from mmengine.registry import DefaultScope
     from mmengine.runner import Runner
     cfg = Config.fromfile(SHAPES_CONFIG)
     cfg.model.backbone.update(arch=TINY_LAVIT, init_cfg=None, drop_path_rate=0.0)
     cfg.model.neck.in_channels = TINY_LAVIT['embed_dims']
-    runner = Runner(model=cfg.model, work_dir=str(tmp_path), default_scope=cfg.default_scope,
-                    custom_hooks=cfg.custom_hooks)
-    hooks = [h for h in runner.hooks if isinstance(h, AuxiliaryLossHook)]
-    assert len(hooks) == 1
-    hooks[0].before_run(runner)  # registers the merge on the model, as at the start of runner.train()
-    model = runner.model.train()
-    data = model.data_preprocessor(shapes_batch(), True)
-    losses = model(**data, mode='loss')
-    assert 'loss_dp' in losses and losses['loss_dp'].requires_grad
-    total, log_vars = model.parse_losses(losses)
-    assert 'loss_dp' in log_vars and 'loss_rpn_cls' in log_vars
-    others = sum(v.item() if torch.is_tensor(v) else sum(x.item() for x in v)
-                 for k, v in losses.items() if 'loss' in k and k != 'loss_dp')
-    assert abs(total.item() - others - losses['loss_dp'].item()) < 1e-4  # loss_dp is in the total
+    # the runner makes its default scope the current one; leave none behind for the tests that follow
+    scope_before = DefaultScope.get_current_instance()
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        runner = Runner(model=cfg.model, work_dir=str(tmp_path), default_scope=cfg.default_scope,
+                        custom_hooks=cfg.custom_hooks)
+        hooks = [h for h in runner.hooks if isinstance(h, AuxiliaryLossHook)]
+        assert len(hooks) == 1
+        hooks[0].before_run(runner)  # registers the merge on the model, as at the start of runner.train()
+        model = runner.model.train()
+        data = model.data_preprocessor(shapes_batch(), True)
+        losses = model(**data, mode='loss')
+        assert 'loss_dp' in losses and losses['loss_dp'].requires_grad
+        total, log_vars = model.parse_losses(losses)
+        assert 'loss_dp' in log_vars and 'loss_rpn_cls' in log_vars
+        others = sum(v.item() if torch.is_tensor(v) else sum(x.item() for x in v)
+                     for k, v in losses.items() if 'loss' in k and k != 'loss_dp')
+        assert abs(total.item() - others - losses['loss_dp'].item()) < 1e-4  # loss_dp is in the total
 
-    losses['loss_dp'].backward()  # alone
-    assert_dp_gradients(model, carried_parameter_names(model.backbone, prefix='backbone.'))
-    assert all(p.grad is None for p in model.neck.parameters())  # nothing but loss_dp was backpropagated
-    hooks[0].after_run(runner)
-    model(**data, mode='loss')
-    assert 'loss_dp' in model.backbone.pop_auxiliary_losses()  # after the run the hook no longer collects it
+        losses['loss_dp'].backward()  # alone
+        assert_dp_gradients(model, carried_parameter_names(model.backbone, prefix='backbone.'))
+        assert all(p.grad is None for p in model.neck.parameters())  # nothing but loss_dp was backpropagated
+        hooks[0].after_run(runner)
+        model(**data, mode='loss')
+        assert 'loss_dp' in model.backbone.pop_auxiliary_losses()  # after the run the hook no longer collects it
+    assert DefaultScope.get_current_instance() is scope_before

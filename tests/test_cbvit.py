@@ -177,6 +177,7 @@ def tiny_upernet():
     """mmseg's EncoderDecoder from the CB-ViT UperNet config, with a tiny CB-ViT and narrow heads (GroupNorm: no
     running statistics to settle in a few steps)."""
     from mmengine.config import Config
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
     cfg = Config.fromfile(UPERNET_CONFIG).model
     dim = 64
@@ -187,7 +188,8 @@ def tiny_upernet():
                         drop_path_rate=0.0)
     cfg.decode_head.update(in_channels=channels, channels=32, num_classes=2, norm_cfg=gn)
     cfg.auxiliary_head.update(in_channels=channels[2], channels=16, num_classes=2, norm_cfg=gn)
-    model = MODELS.build(cfg)
+    with DefaultScope.overwrite_default_scope('mmseg'):
+        model = MODELS.build(cfg)
     model.init_weights()
     return model
 

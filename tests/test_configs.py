@@ -10,6 +10,7 @@ import pytest
 import torch
 from helpers import ROOT
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 CONFIGS = sorted(osp.relpath(p, ROOT) for p in glob.glob(osp.join(ROOT, 'configs', '**', '*.py'), recursive=True)
                  if '_base_' not in osp.relpath(p, ROOT).split(osp.sep))
@@ -66,6 +67,11 @@ def run_backbone(backbone):
 @pytest.mark.parametrize('path', CONFIGS)
 def test_config_builds_and_its_backbone_runs(path):
     cfg, registry = load(path)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):  # as the config's runner would
+        check_config(path, cfg, registry)
+
+
+def check_config(path, cfg, registry):
     full = path in FULL_MODEL
     key = (cfg.default_scope, repr(cfg.model.backbone.to_dict()))
     if full:
