@@ -92,6 +92,9 @@ def parse_args(argv=None):
     p.add_argument('--json', type=Path, help='JSON file for the raw numbers (also written after every phase)')
     p.add_argument('--resume', action='store_true',
                    help='go on with the phases missing from --json (an interrupted run with the same settings)')
+    p.add_argument('--report-only', action='store_true',
+                   help='measure nothing: render the report (--out) from the raw numbers in --json (e.g. of an '
+                        'interrupted run)')
     p.add_argument('--memory-worker', help=argparse.SUPPRESS)
     p.add_argument('--memory-train-batch', type=int, default=0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -129,6 +132,18 @@ def main(argv=None) -> dict:
 
     def sample_load() -> None:
         results.setdefault('load_during', []).append(os.getloadavg()[0])
+
+    if args.report_only:
+        if not args.json or not args.json.exists():
+            raise SystemExit('--report-only needs --json FILE with the raw numbers of a run')
+        results = json.loads(args.json.read_text(), object_pairs_hook=OrderedDict)
+        results.setdefault('load_after', list(os.getloadavg()))
+        results['targets'] = evaluate_targets(results)
+        report = render_markdown(results)
+        print(report)
+        if args.out:
+            write_markdown(args.out, report, args.section)
+        return results
 
     command = 'python ' + ' '.join([os.path.relpath(__file__, REPO_ROOT)] + (sys.argv[1:] if argv is None
                                                                               else list(argv)))
