@@ -18,9 +18,18 @@ from learning_setup import DET, coco_data_options
 HANG_TIMEOUT = 3600
 
 # Learning thresholds, for LaViT-T Mask R-CNN with learning_setup.DET's options, measured over seeds 0, 1 and 2 with
-# `python tools/analysis/learning_thresholds.py det` (results in docs/results.md):
-MIN_BBOX_MAP = None  # set from the measurement
-MIN_SEGM_MAP = None
+# `python tools/analysis/learning_thresholds.py det` (Intel Xeon, 2 cores; docs/results.md):
+#                                       bbox mAP min / mean / max    segm mAP min / mean / max
+#   trained end to end                  0.196 / 0.204 / 0.211        0.270 / 0.274 / 0.278
+#   backbone frozen at random init      0.253 / 0.260 / 0.270        0.316 / 0.341 / 0.358
+#   a broken backbone (features independent of the image): nothing to localise, mAP ~0
+# At this CPU budget (200 iterations of 2 images) the from-scratch backbone does not yet beat its own frozen random
+# initialisation: the heads learn faster on fixed random features than on features that move. So this test proves
+# that the detector learns end to end (far above a broken backbone) and cannot prove that the backbone's own
+# learning helps; the segmentation learning test does that (tests/test_segmentation.py). Thresholds: about 3/4 of
+# the worst trained run (margins -0.046 bbox, -0.07 segm).
+MIN_BBOX_MAP = 0.15
+MIN_SEGM_MAP = 0.20
 
 
 @pytest.fixture(scope='session')
