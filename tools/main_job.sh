@@ -14,7 +14,8 @@ export PYTHONWARNINGS=ignore
 
 CONFIG=configs/lavit/maskrcnn_lavit_s_shapes.py
 WORK_DIR=${WORK_DIR:-work_dirs/main_job}
-MAX_ITERS=${MAX_ITERS:-400}
+MAX_ITERS=${MAX_ITERS:-$("$PY" -c "from mmengine.config import Config; print(Config.fromfile('$CONFIG').max_iters)")}
+start=$(date +%s)
 
 echo "== 1/4 data: data/shapes_coco"
 "$PY" tools/misc/generate_shapes_data.py --task det
@@ -31,7 +32,7 @@ echo "== 3/4 evaluation with tools/test.py (CocoMetric, bbox and segm)"
     | grep -E "coco/(bbox|segm)_mAP|Error" || true
 
 echo "== 4/4 drawing predictions on 8 validation images"
-"$PY" tools/demo/image_demo.py data/shapes_coco/val2017 "$CONFIG" "$CKPT" --limit 8 \
+"$PY" tools/demo/image_demo.py data/shapes_coco/val2017 "$CONFIG" "$CKPT" --limit 8 --score-thr 0.5 \
     --out-dir "$WORK_DIR/predictions" --grid "$WORK_DIR/predictions.png" > /dev/null
 
 metrics="$(grep -oE "coco/(bbox|segm)_mAP: [0-9.]+" "$WORK_DIR/test.log" | tr '\n' ' ')"
@@ -43,4 +44,5 @@ main job done
   training log:              $(ls -1d "$WORK_DIR"/2*/ 2>/dev/null | tail -n1)
   evaluation log:            $WORK_DIR/test.log
   predictions (PNG):         $WORK_DIR/predictions.png  (one per image in $WORK_DIR/predictions/)
+  time after the install:    $(( $(date +%s) - start )) s on $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 SUMMARY

@@ -51,15 +51,15 @@ model = dict(
     test_cfg=dict(rcnn=dict(max_per_img=20)))
 
 # Iteration-based, evaluated once at the end; gloo for CPU distributed runs.
-max_iters = 400
+max_iters = 200
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='CosineAnnealingLR', by_epoch=False, begin=50, end=max_iters, eta_min_ratio=0.05),
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=25),
+    dict(type='CosineAnnealingLR', by_epoch=False, begin=25, end=max_iters, eta_min_ratio=0.05),
 ]
 default_hooks = dict(
     logger=dict(interval=20),
-    checkpoint=dict(by_epoch=False, interval=200, max_keep_ckpts=2, save_last=True))
+    checkpoint=dict(by_epoch=False, interval=50, max_keep_ckpts=2, save_last=True))
 log_processor = dict(by_epoch=False)
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 optim_wrapper = dict(optimizer=dict(lr=3e-4))
