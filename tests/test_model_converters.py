@@ -78,28 +78,6 @@ def test_timm2cbvit_converts_verifies_and_loads(tmp_path):
     assert torch.allclose(tokens, expected, atol=1e-5)
 
 
-def test_timm2cbvit_user_errors(tmp_path):
-    state = timm.create_model('vit_tiny_patch16_224', pretrained=False).state_dict()
-    state['dist_token'] = torch.zeros(1, 1, 192)
-    state['pos_embed'] = torch.zeros(1, 2 + 196, 192)
-    distilled, dst = tmp_path / 'deit_tiny_distilled.pth', tmp_path / 'cbvit.pth'
-    torch.save({'model': state}, distilled)
-    line = error_line(run_tool([f'{TOOLS}/timm2cbvit.py', str(distilled), str(dst), '--arch', 'deit-t'], check=False))
-    assert 'distilled' in line and 'dist_token' in line
-    assert not dst.exists()
-
-    # load_matching_state's report of keys that do not fit reaches the user
-    narrow = tmp_path / 'vit_tiny_mlp2.pth'
-    torch.save(timm.create_model('vit_tiny_patch16_224', pretrained=False, mlp_ratio=2).state_dict(), narrow)
-    line = error_line(run_tool([f'{TOOLS}/timm2cbvit.py', str(narrow), str(dst), '--arch', 'deit-t'], check=False))
-    assert 'shapes differ: blocks.0.mlp.fc1.weight: checkpoint (384, 192) vs model (768, 192);' in line
-    assert line.endswith('and 28 more')
-
-    line = error_line(run_tool([f'{TOOLS}/timm2cbvit.py', str(tmp_path / 'nope.pth'), str(dst)], check=False))
-    assert line == f'error: {tmp_path / "nope.pth"}: no such file'
-
-
-# --- extract_backbone -------------------------------------------------------------------------------------------
 def load_timm2cbvit():
     """tools/model_converters/timm2cbvit.py as a module (in-process: no second ~8 s import of torch and timm)."""
     import importlib.util
@@ -109,6 +87,41 @@ def load_timm2cbvit():
     return module
 
 
+def in_process_error(tool, argv, capsys):
+    """Runs the tool's ``main(argv)`` in this process; its one-line error (exit status 2, no traceback)."""
+    assert tool.main(argv) == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err, err
+    lines = err.strip().splitlines()
+    assert lines and lines[-1].startswith('error: '), err
+    return lines[-1]
+
+
+def test_timm2cbvit_user_errors(tmp_path, capsys):
+    """In-process (the command line itself is run in the test above): saves two ~4 s imports per case."""
+    tool = load_timm2cbvit()
+    state = timm.create_model('vit_tiny_patch16_224', pretrained=False).state_dict()
+    state['dist_token'] = torch.zeros(1, 1, 192)
+    state['pos_embed'] = torch.zeros(1, 2 + 196, 192)
+    distilled, dst = tmp_path / 'deit_tiny_distilled.pth', tmp_path / 'cbvit.pth'
+    torch.save({'model': state}, distilled)
+    line = in_process_error(tool, [str(distilled), str(dst), '--arch', 'deit-t'], capsys)
+    assert 'distilled' in line and 'dist_token' in line
+    assert not dst.exists()
+
+    # load_matching_state's report of keys that do not fit reaches the user
+    narrow = tmp_path / 'vit_tiny_mlp2.pth'
+    torch.save(timm.create_model('vit_tiny_patch16_224', pretrained=False, mlp_ratio=2).state_dict(), narrow)
+    line = in_process_error(tool, [str(narrow), str(dst), '--arch', 'deit-t'], capsys)
+    assert 'shapes differ: blocks.0.mlp.fc1.weight: checkpoint (384, 192) vs model (768, 192);' in line
+    assert line.endswith('and 28 more')
+
+    line = in_process_error(tool, [str(tmp_path / 'nope.pth'), str(dst)], capsys)
+    assert line == f'error: {tmp_path / "nope.pth"}: no such file'
+    assert not dst.exists()
+
+
+# --- extract_backbone -------------------------------------------------------------------------------------------
 def test_timm2cbvit_verifies_other_sizes_against_timm_itself(tmp_path, capsys):
     """At --img-size 160 the converter resizes the 14x14 position embedding to 10x10 and --verify compares CBViT
     with timm's model resampling SRC's table itself (dynamic_img_size), not with a timm model given DST's table:
