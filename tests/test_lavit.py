@@ -387,3 +387,31 @@ def test_logit_kind_trains_with_dp_loss_residual_and_checkpointing():
             down.gate_logits.fill_(2.0)
         a, b = with_res(x), no_res(x)
     assert torch.equal(a[0], b[0]) and all((a[i] - b[i]).abs().max() > 1e-3 for i in (1, 2, 3))
+
+
+def test_bfloat16_autocast_forward_and_backward(kind='prob'):
+    """Under CPU bf16 autocast (with the residual carry in play): finite, close to fp32, 'prob' rows still sum to 1,
+    and the DP loss backpropagates."""
+    model = build(attention_kind=kind, dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.5))
+    with torch.no_grad():
+        for down in model.attention_downsamples:
+            down.gate_logits.fill_(1.0)
+    maps = []
+    model.stages[1].blocks[1].attn.register_forward_hook(lambda m, a, o: maps.append(o[1]))
+    x = torch.randn(1, 3, 40, 48)
+    model.eval()
+    with torch.no_grad():
+        ref = model(x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = model(x)
+            rows = maps[-1].probabilities().float().sum(-1)
+    for a, b in zip(ref, out):
+        assert torch.isfinite(b).all() and (a - b.float()).abs().max() < 0.15
+    assert (rows - 1).abs().max() < 2e-2
+    model.train()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs = model(x)
+        loss = sum(o.float().mean() for o in outs) + model.pop_auxiliary_losses()['loss_dp']
+    loss.backward()
+    grads = [p.grad for n, p in model.named_parameters() if n.endswith('kernel_logits')]
+    assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)

@@ -216,8 +216,10 @@ class AttentionResidual:
         if current.shape != self.matrix.shape:
             raise RuntimeError(f'carried attention {tuple(self.matrix.shape)} does not match the stage attention '
                                f'{tuple(current.shape)}: query and key grids of consecutive stages must align')
-        in_place = not (torch.is_grad_enabled() and (current.requires_grad or self.matrix.requires_grad
-                                                     or self.gate.requires_grad))
+        # the stage's own dtype (under autocast the carried matrix and the gate may differ from it)
+        matrix, gate = self.matrix.to(current.dtype), self.gate.to(current.dtype)
+        in_place = not (torch.is_grad_enabled() and (current.requires_grad or matrix.requires_grad
+                                                     or gate.requires_grad))
         if self.kind == 'prob':
-            return current.lerp_(self.matrix, self.gate) if in_place else torch.lerp(current, self.matrix, self.gate)
-        return current.addcmul_(self.matrix, self.gate) if in_place else torch.addcmul(current, self.matrix, self.gate)
+            return current.lerp_(matrix, gate) if in_place else torch.lerp(current, matrix, gate)
+        return current.addcmul_(matrix, gate) if in_place else torch.addcmul(current, matrix, gate)
