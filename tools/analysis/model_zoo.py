@@ -107,6 +107,9 @@ def input_size(cfg):
         if step.get('type') == 'CenterCrop' and 'crop_size' in step:
             crop = step['crop_size']
             return (crop, crop) if isinstance(crop, int) else tuple(crop)
+    if 'shapes' in str(cfg.get('data_root', '')):  # the generated classification set is used as generated
+        from vitattn_mm.datasets.shapes import DEFAULT_CLS_IMAGE_SIZE
+        return tuple(DEFAULT_CLS_IMAGE_SIZE)
     return (224, 224)
 
 
