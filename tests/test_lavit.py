@@ -350,7 +350,7 @@ def test_logit_kind_trains_with_dp_loss_residual_and_checkpointing():
     gates from the DP loss alone), a bounded DP loss, a residual merge that matters, and with_cp giving the same
     values and gradients."""
     dp = dict(type='DiagonalityPreservingLoss', loss_weight=0.5)
-    x = torch.randn(1, 3, 64, 80)
+    x = torch.randn(1, 3, 48, 64)
     ref = build(attention_kind='logit', dp_loss=dp).train()
     cp = build(attention_kind='logit', dp_loss=dp, with_cp=True).train()
     cp.load_state_dict(ref.state_dict())
