@@ -91,7 +91,7 @@ def test_imagenet_configs_follow_the_recipe():
 ], ids=['lavit', 'cbvit'])
 def test_classifier_train_step_with_mixup_and_loss_dp(config, backbone):
     """The ImageNet configs' classifiers (smaller backbones for speed), one training step with Mixup/CutMix through
-    the hook, as the runner does it; ~2 s each."""
+    the hook, as the runner does it; ~1 s each."""
     model, cfg = build(config, **backbone)
     if 'cbvit' in config:
         model.head.fc = torch.nn.Linear(192, 1000)  # DeiT-T width
@@ -151,7 +151,8 @@ def scalars(work_dir):
 
 
 def test_lavit_t_classifier_learns_shapes(trained_classifier):
-    """The learning test (~60 s on Intel Xeon, 2 threads, under the shared lock): chance 25%."""
+    """The learning test (the training run with data generation and evaluation: 48 s on Intel Xeon, 2 threads, under
+    the shared lock): chance 25%, frozen-random baseline 75-79.5%, measured 93.0%."""
     rows = scalars(trained_classifier.work_dir)
     accuracy = [r['accuracy/top1'] for r in rows if 'accuracy/top1' in r]
     assert accuracy, trained_classifier.log[-3000:]

@@ -224,7 +224,7 @@ def test_configs_start_from_pvtv2_and_test_configs_stay_offline():
 
 def test_config_loads_pvtv2_weights_from_a_local_file(b2_files, pvt_b2):
     """The offline path: the headline Mask R-CNN config, its checkpoint pointed at a local file the way
-    ``--cfg-options model.backbone.init_cfg.checkpoint=...`` does; ~4 s."""
+    ``--cfg-options model.backbone.init_cfg.checkpoint=...`` does; ~1 s."""
     from mmdet.registry import MODELS
     cfg = Config.fromfile(f'{ROOT}/configs/lavit/maskrcnn_lavit_s_coco.py')
     cfg.merge_from_dict({'model.backbone.init_cfg.checkpoint': str(b2_files['official'])})
