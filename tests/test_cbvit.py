@@ -168,9 +168,12 @@ UPERNET_CONFIG = 'configs/cbvit/upernet_cbvit_s_ade20k.py'
 TRAIN_HW = (64, 96)  # a multiple of 32: no padding while learning
 CROP_HW = (52, 84)  # sides of 13 and 21 stride-4 cells, padded by CB-ViT to 64x96
 BLOB = (slice(32, 52), slice(56, 84))  # rows, columns of a blob ending at the bottom-right corner of the crop
-# Learning and thresholds (being calibrated over seeds): one seed gave IoU 0.80 and a centre shift of 1.6 px after
-# 60 steps with cropped levels.
-STEPS, MIN_IOU, MAX_SHIFT = 60, 0.7, 3.0
+# Learning and thresholds, measured (Intel Xeon, 2 threads, ~1.3 s per run): after 60 steps, seeds 0-4 gave IoU
+# 0.84 / 0.81 / 0.78 / 0.55 / 0.79 and a largest centre shift of 1.3 / 1.5 / 2.2 / 3.8 / 1.8 px with cropped levels
+# (the test runs seed 0). With the padded levels of before the geometry alone moves the centre by ~8 px here; in a
+# 56x88-crop variant the old code gave IoU 0.44-0.65 and shifts of 3.7-13 px. The shift is the criterion; the IoU
+# only checks that the blob was found.
+STEPS, MIN_IOU, MAX_SHIFT = 60, 0.5, 4.5
 
 
 def tiny_upernet():
