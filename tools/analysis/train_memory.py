@@ -16,7 +16,6 @@ The peak-memory helpers and the input are those of ``tools/analysis/benchmark_ba
 """
 import argparse
 import gc
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,19 +25,12 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for path in (REPO_ROOT, Path(__file__).resolve().parent):  # the package; the benchmark tool beside us
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 
-def _benchmark_module():
-    spec = importlib.util.spec_from_file_location('benchmark_backbones', Path(__file__).with_name(
-        'benchmark_backbones.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _benchmark_module()
+import benchmark_backbones as bench  # noqa: E402
 
 
 def build(name: str, with_cp: bool) -> torch.nn.Module:
