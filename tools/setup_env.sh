@@ -11,9 +11,14 @@
 #        - build isolation off, or pip silently builds mmcv without ops;
 #        - mmcv 2.1.0's setup.py forces -std=c++17 while torch 2.14's headers need C++20, so the
 #          compiler is a two-line wrapper that appends -std=c++20 (gcc keeps the last -std).
+#      With a CUDA toolkit (nvcc on PATH or in $CUDA_HOME) whose major version matches torch's CUDA, mmcv is
+#      built with its CUDA ops as well (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST from the GPUs present, else a default
+#      list) into a separate cache folder; without one, with CPU ops only. The script says which it built.
+#      (The CUDA branch has not been run by us: no GPU machine was available. docs/install.md, "GPU".)
 #   4. everything else from requirements.txt, then this package in editable mode.
 #
-# Environment: PYTHON (default python3.11, else python3), VITATTN_CACHE (default ~/.cache/vitattn_mm).
+# Environment: PYTHON (default python3.11, else python3), VITATTN_CACHE (default ~/.cache/vitattn_mm),
+# VITATTN_MMCV_OPS=auto|cpu|cuda (default auto: cuda when a matching toolkit is found), TORCH_CUDA_ARCH_LIST.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -54,27 +59,70 @@ say "step 1/4: build tools and torch"
     || die "installing torch failed (see pip's message above)"
 
 say "step 2/4: mmcv $MMCV_VERSION with ops"
-mmcv_wheel="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
+# CPU ops, or CPU + CUDA ops: decided by VITATTN_MMCV_OPS and by the CUDA toolkit found on this machine.
+ops_mode="${VITATTN_MMCV_OPS:-auto}"
+[[ "$ops_mode" =~ ^(auto|cpu|cuda)$ ]] || die "VITATTN_MMCV_OPS must be auto, cpu or cuda (got '$ops_mode')"
+torch_cuda="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")')"
+nvcc=""
+if [[ -n "${CUDA_HOME:-}" && -x "$CUDA_HOME/bin/nvcc" ]]; then nvcc="$CUDA_HOME/bin/nvcc"
+elif command -v nvcc >/dev/null; then nvcc="$(command -v nvcc)"; fi
+build_cuda=0
+if [[ "$ops_mode" != cpu && -n "$nvcc" ]]; then
+    toolkit="$("$nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p')"
+    if [[ -z "$torch_cuda" ]]; then
+        msg="torch $(pin torch | cut -d= -f3) here is a CPU-only build"
+    elif [[ "${toolkit%%.*}" != "${torch_cuda%%.*}" ]]; then
+        msg="the CUDA toolkit at $nvcc is $toolkit but torch was built with CUDA $torch_cuda (the major versions must match)"
+    else
+        build_cuda=1
+    fi
+    if [[ "$build_cuda" == 0 ]]; then
+        [[ "$ops_mode" == cuda ]] && die "cannot build mmcv's CUDA ops: $msg"
+        say "WARNING: $msg; building mmcv with CPU ops only (Mask R-CNN will not train on a GPU)"
+    fi
+elif [[ "$ops_mode" == cuda ]]; then
+    die "VITATTN_MMCV_OPS=cuda but no nvcc was found: install the CUDA toolkit $torch_cuda and set CUDA_HOME"
+fi
+build_env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}")
+if [[ "$build_cuda" == 1 ]]; then
+    arch="${TORCH_CUDA_ARCH_LIST:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
+        | sort -u | paste -sd';' -)}"
+    arch="${arch:-7.0;8.0;8.6;8.9;9.0}"
+    wheel_dir="$WHEELS/cuda$toolkit-sm${arch//[^0-9]/_}"
+    build_env+=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$arch" "CUDA_HOME=$(dirname "$(dirname "$nvcc")")")
+    what="CPU and CUDA $toolkit ops for compute capabilities $arch"
+else
+    wheel_dir="$WHEELS"
+    # mmcv's setup.py compiles CUDA ops whenever torch sees a GPU; hide it so that no toolkit is needed.
+    build_env+=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)
+    what="CPU ops"
+fi
+mkdir -p "$wheel_dir"
+mmcv_wheel="$(ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
 if [[ -z "$mmcv_wheel" ]]; then
-    say "no cached mmcv wheel in $WHEELS: compiling it (10 to 50 minutes on 2 cores, once per machine)"
+    say "no cached mmcv wheel in $wheel_dir: compiling it with $what (10 to 50 minutes on 2 cores, once per machine)"
     wrapper="$CACHE/cxx20"
     printf '#!/bin/sh\nexec c++ "$@" -std=c++20 -g0\n' > "$wrapper"
     chmod +x "$wrapper"
     build_log="$CACHE/mmcv-build.log"
-    if ! MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}" CXX="$wrapper" \
-        "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$WHEELS" "mmcv==$MMCV_VERSION" >"$build_log" 2>&1; then
+    if ! env "${build_env[@]}" CXX="$wrapper" \
+        "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$wheel_dir" "mmcv==$MMCV_VERSION" >"$build_log" 2>&1; then
         tail -n 40 "$build_log" >&2
         die "compiling mmcv failed; full log: $build_log"
     fi
-    mmcv_wheel="$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
+    mmcv_wheel="$(ls "$wheel_dir"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
     say "built $mmcv_wheel"
 fi
+# the wheel chosen above, so that pip cannot pick the other build from the cache
+"${PIP[@]}" install -q --no-deps --force-reinstall "$mmcv_wheel" || die "installing $mmcv_wheel failed"
 
 say "step 3/4: requirements.txt"
 "${PIP[@]}" install -q --find-links "$WHEELS" -r "$ROOT/requirements.txt" \
     || die "installing requirements.txt failed (see pip's message above)"
 "$VENV/bin/python" -c 'import mmcv.ops; mmcv.ops.nms' 2>/dev/null \
     || die "mmcv was installed without its compiled ops; delete $mmcv_wheel and run again"
+built_cuda="$("$VENV/bin/python" -c 'from mmcv.ops import get_compiling_cuda_version as v; print(v())')"
+say "mmcv $MMCV_VERSION ops: CPU$([[ "$built_cuda" != "not available" ]] && echo " and CUDA $built_cuda")"
 
 say "step 4/4: vitattn_mm (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT" || die "installing vitattn_mm failed"
