@@ -32,7 +32,7 @@ def last_metrics(work_dir):
         with open(path) as f:
             for line in f:
                 row = json.loads(line)
-                if any(k.startswith(('coco/', 'mIoU', 'aAcc')) for k in row):
+                if any(k.startswith(('coco/', 'mIoU', 'aAcc', 'accuracy/')) for k in row):
                     metrics = row
     return metrics
 

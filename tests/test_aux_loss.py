@@ -80,8 +80,13 @@ def test_dp_loss_alone_trains_la_kernels_and_gates_inside_mask_rcnn(tmp_path):
     cfg = Config.fromfile(SHAPES_CONFIG)
     cfg.model.backbone.update(arch=TINY_LAVIT, init_cfg=None, drop_path_rate=0.0)
     cfg.model.neck.in_channels = TINY_LAVIT['embed_dims']
-    # the runner makes its default scope the current one; leave none behind for the tests that follow
-    scope_before = DefaultScope.get_current_instance()
+    # the runner makes its default scope the current one; leave the one we found for the tests that follow (by name:
+    # overwrite_default_scope restores deep copies of the scope objects)
+    def current_scope():
+        scope = DefaultScope.get_current_instance()
+        return scope and scope.scope_name
+
+    scope_before = current_scope()
     with DefaultScope.overwrite_default_scope(cfg.default_scope):
         runner = Runner(model=cfg.model, work_dir=str(tmp_path), default_scope=cfg.default_scope,
                         custom_hooks=cfg.custom_hooks)
@@ -104,4 +109,4 @@ def test_dp_loss_alone_trains_la_kernels_and_gates_inside_mask_rcnn(tmp_path):
         hooks[0].after_run(runner)
         model(**data, mode='loss')
         assert 'loss_dp' in model.backbone.pop_auxiliary_losses()  # after the run the hook no longer collects it
-    assert DefaultScope.get_current_instance() is scope_before
+    assert current_scope() == scope_before

@@ -7,7 +7,8 @@ import types
 
 import pytest
 import torch
-from helpers import ROOT, run_tool
+from helpers import ROOT, last_metrics, printed_metric, run_tool
+from learning_setup import CLS, RUN_ENV
 from mmengine.config import Config
 from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
@@ -17,7 +18,7 @@ from vitattn_mm import CBViT, DiagonalityPreservingLoss, LaViT
 from vitattn_mm.datasets.shapes import SHAPE_CLASSES, check_imagenet_root, ensure_imagenet, read_meta
 from vitattn_mm.engine import AuxiliaryLossHook
 
-CLS_CONFIG = 'configs/lavit/lavit_t_cls_shapes.py'
+CLS_CONFIG = CLS.config
 # The learning run: the config's schedule, LaViT-T from scratch, 160 iterations of 16 images (800 training images,
 # 3.2 epochs), evaluated on 200 held-out images. Chance is 25% (balanced classes). The same classifier with its
 # backbone frozen at random initialisation (`model.backbone.frozen_stages=4`, only the linear head learns) reaches
@@ -131,14 +132,14 @@ def test_classification_set_layout(tmp_path):
 
 @pytest.fixture(scope='module')
 def trained_classifier(tmp_path_factory):
-    """tools/train.py on the shapes classification config (the learning run)."""
+    """tools/train.py on the shapes classification config (the learning run, learning_setup.CLS)."""
     folder = tmp_path_factory.mktemp('cls')
-    root = str(ensure_imagenet(folder / 'shapes_in1k', num_train=800, num_val=200, seed=0))
+    root = CLS.prepare_data(str(folder))
     work_dir = str(folder / 'work')
-    data = [f'{split}_dataloader.dataset.data_root={root}' for split in ('train', 'val', 'test')]
-    proc = run_tool(['tools/train.py', CLS_CONFIG, '--work-dir', work_dir, '--cfg-options', *data,
-                     f'train_cfg.max_iters={LEARN_ITERS}', 'randomness.seed=0'])
-    return types.SimpleNamespace(root=root, work_dir=work_dir, data=data, log=proc.stdout + proc.stderr)
+    proc = run_tool(['tools/train.py', CLS.config, '--work-dir', work_dir, '--cfg-options',
+                     *CLS.options(root, seed=0)], env=RUN_ENV)
+    return types.SimpleNamespace(root=root, work_dir=work_dir, data=CLS.data_options(root),
+                                 log=proc.stdout + proc.stderr)
 
 
 def scalars(work_dir):
@@ -150,6 +151,7 @@ def scalars(work_dir):
     return rows
 
 
+@pytest.mark.xdist_group('cls_learning')
 def test_lavit_t_classifier_learns_shapes(trained_classifier):
     """The learning test (the training run with data generation and evaluation: 48 s on Intel Xeon, 2 threads, under
     the shared lock): chance 25%, frozen-random baseline 75-79.5%, measured 93.0%."""
@@ -161,13 +163,15 @@ def test_lavit_t_classifier_learns_shapes(trained_classifier):
     assert losses and all(0 <= r['loss_dp'] <= 0.1 for r in losses)  # the DP loss reached the classifier's losses
 
 
+@pytest.mark.xdist_group('cls_learning')
 def test_classifier_checkpoint_tests_and_feeds_the_detector(trained_classifier, tmp_path):
     """tools/test.py serves the mmpretrain config; extract_backbone turns the classifier checkpoint into LaViT-T
     weights that the shapes Mask R-CNN config loads."""
     ckpt = osp.join(trained_classifier.work_dir, f'iter_{LEARN_ITERS}.pth')
     proc = run_tool(['tools/test.py', CLS_CONFIG, ckpt, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
                      *trained_classifier.data])
-    assert 'accuracy/top1' in proc.stdout + proc.stderr
+    logged = last_metrics(trained_classifier.work_dir)['accuracy/top1']  # the training run's own evaluation
+    assert printed_metric(proc.stdout + proc.stderr, 'accuracy/top1') == pytest.approx(logged, abs=1e-3)
 
     backbone = tmp_path / 'lavit_t_shapes_cls.pth'
     proc = run_tool(['tools/model_converters/extract_backbone.py', ckpt, str(backbone)])

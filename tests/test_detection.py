@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 from helpers import NO_VALIDATION, ROOT, last_metrics, logged_iterations, printed_metric, run_tool, train_losses
-from learning_setup import DET, coco_data_options
+from learning_setup import DET, RUN_ENV, coco_data_options
 
 # A run that hangs is stopped after this many seconds: at least 3x the slowest run we measured (the learning run,
 # about 4 minutes on an AMD EPYC 2-core machine).
@@ -42,12 +42,14 @@ def trained(shapes_coco, tmp_path_factory):
     """LaViT-T Mask R-CNN trained on the shapes set and evaluated once at its last iteration."""
     work_dir = str(tmp_path_factory.mktemp('maskrcnn_learn'))
     run_tool(['tools/train.py', DET.config, '--work-dir', work_dir, '--cfg-options',
-              *DET.options(shapes_coco, seed=0)], timeout=HANG_TIMEOUT)
+              *DET.options(shapes_coco, seed=0)], timeout=HANG_TIMEOUT,
+             env=RUN_ENV)
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     return work_dir, checkpoint
 
 
+@pytest.mark.xdist_group('det_learning')
 def test_learns_to_detect_shapes(trained):
     work_dir, _ = trained
     metrics = last_metrics(work_dir)
@@ -61,6 +63,7 @@ def test_learns_to_detect_shapes(trained):
                if 'loss_dp' in r)
 
 
+@pytest.mark.xdist_group('det_learning')
 def test_test_tools_reproduce_the_training_evaluation(trained, shapes_coco, tmp_path):
     """Our tools/test.py and mmdet's own tools/test.py evaluate the checkpoint to the values that the training
     run's own evaluation logged (same weights, same images, same CocoMetric)."""
@@ -76,6 +79,7 @@ def test_test_tools_reproduce_the_training_evaluation(trained, shapes_coco, tmp_
             assert printed_metric(proc.stdout + proc.stderr, name) == pytest.approx(logged[name], abs=1e-4), name
 
 
+@pytest.mark.xdist_group('det_learning')
 def test_prediction_at_odd_image_size_and_demo(trained, tmp_path, shapes_coco):
     _, checkpoint = trained
     import mmcv

@@ -11,14 +11,16 @@
 #        - build isolation off, or pip silently builds mmcv without ops;
 #        - mmcv 2.1.0's setup.py forces -std=c++17 while torch 2.14's headers need C++20, so the
 #          compiler is a two-line wrapper that appends -std=c++20 (gcc keeps the last -std).
-#      With a CUDA toolkit (nvcc on PATH or in $CUDA_HOME) whose major version matches torch's CUDA, mmcv is
-#      built with its CUDA ops as well (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST from the GPUs present, else a default
-#      list) into a separate cache folder; without one, with CPU ops only. The script says which it built.
+#      On a machine with a GPU and a CUDA toolkit (nvcc on PATH or in $CUDA_HOME) whose major version matches
+#      torch's CUDA, mmcv is built with its CUDA ops as well (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST from the GPUs
+#      present) into a separate cache folder; otherwise with CPU ops only (a toolkit without a GPU is not used:
+#      compiling the CUDA ops takes hours on 2 cores). The script says which it built.
 #      (The CUDA branch has not been run by us: no GPU machine was available. docs/install.md, "GPU".)
 #   4. everything else from requirements.txt, then this package in editable mode.
 #
 # Environment: PYTHON (default python3.11, else python3), VITATTN_CACHE (default ~/.cache/vitattn_mm),
-# VITATTN_MMCV_OPS=auto|cpu|cuda (default auto: cuda when a matching toolkit is found), TORCH_CUDA_ARCH_LIST.
+# VITATTN_MMCV_OPS=auto|cpu|cuda (default auto: CUDA ops when a GPU and a matching toolkit are found; cuda: CUDA
+# ops or an error, also without a GPU, for TORCH_CUDA_ARCH_LIST or 7.5;8.0;8.6;8.9;9.0), TORCH_CUDA_ARCH_LIST.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -63,33 +65,34 @@ say "step 2/4: mmcv $MMCV_VERSION with ops"
 ops_mode="${VITATTN_MMCV_OPS:-auto}"
 [[ "$ops_mode" =~ ^(auto|cpu|cuda)$ ]] || die "VITATTN_MMCV_OPS must be auto, cpu or cuda (got '$ops_mode')"
 torch_cuda="$("$VENV/bin/python" -c 'import torch; print(torch.version.cuda or "")')"
+# compute capabilities of the GPUs that torch sees ("" on a machine without one)
+gpu_archs="$("$VENV/bin/python" -c 'import torch; print(";".join(sorted({"%d.%d" % torch.cuda.get_device_capability(i)
+    for i in range(torch.cuda.device_count())})))' 2>/dev/null || true)"
 nvcc=""
 if [[ -n "${CUDA_HOME:-}" && -x "$CUDA_HOME/bin/nvcc" ]]; then nvcc="$CUDA_HOME/bin/nvcc"
 elif command -v nvcc >/dev/null; then nvcc="$(command -v nvcc)"; fi
 build_cuda=0
-if [[ "$ops_mode" != cpu && -n "$nvcc" ]]; then
-    toolkit="$("$nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p')"
-    if [[ -z "$torch_cuda" ]]; then
+if [[ "$ops_mode" == cuda || ( "$ops_mode" == auto && -n "$gpu_archs" ) ]]; then
+    toolkit="$([[ -n "$nvcc" ]] && "$nvcc" --version | sed -n 's/.*release \([0-9][0-9]*\.[0-9][0-9]*\).*/\1/p' || true)"
+    if [[ -z "$nvcc" ]]; then
+        msg="no CUDA toolkit (nvcc) was found: install CUDA $torch_cuda and set CUDA_HOME"
+    elif [[ -z "$torch_cuda" ]]; then
         msg="torch $(pin torch | cut -d= -f3) here is a CPU-only build"
     elif [[ "${toolkit%%.*}" != "${torch_cuda%%.*}" ]]; then
-        msg="the CUDA toolkit at $nvcc is $toolkit but torch was built with CUDA $torch_cuda (the major versions must match)"
+        msg="the CUDA toolkit at $nvcc is ${toolkit:-of unknown version} but torch was built with CUDA $torch_cuda (the major versions must match)"
     else
         build_cuda=1
     fi
     if [[ "$build_cuda" == 0 ]]; then
         [[ "$ops_mode" == cuda ]] && die "cannot build mmcv's CUDA ops: $msg"
-        say "WARNING: $msg; building mmcv with CPU ops only (Mask R-CNN will not train on a GPU)"
+        say "WARNING: a GPU is present but $msg; building mmcv with CPU ops only (Mask R-CNN cannot train on the GPU)"
     fi
-elif [[ "$ops_mode" == cuda ]]; then
-    die "VITATTN_MMCV_OPS=cuda but no nvcc was found: install the CUDA toolkit $torch_cuda and set CUDA_HOME"
 fi
 build_env=(MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-2}")
 if [[ "$build_cuda" == 1 ]]; then
-    arch="${TORCH_CUDA_ARCH_LIST:-$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null \
-        | sort -u | paste -sd';' -)}"
-    arch="${arch:-7.0;8.0;8.6;8.9;9.0}"
+    arch="${TORCH_CUDA_ARCH_LIST:-${gpu_archs:-7.5;8.0;8.6;8.9;9.0}}"
     wheel_dir="$WHEELS/cuda$toolkit-sm${arch//[^0-9]/_}"
-    build_env+=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$arch" "CUDA_HOME=$(dirname "$(dirname "$nvcc")")")
+    build_env+=(FORCE_CUDA=1 "TORCH_CUDA_ARCH_LIST=$arch" "CUDA_HOME=$(dirname "$(dirname "$(readlink -f "$nvcc")")")")
     what="CPU and CUDA $toolkit ops for compute capabilities $arch"
 else
     wheel_dir="$WHEELS"

@@ -4,21 +4,23 @@ backbone frozen at its random initialisation, over several seeds, with the numbe
     python tools/analysis/learning_thresholds.py det  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
     python tools/analysis/learning_thresholds.py seg  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
     python tools/analysis/learning_thresholds.py cls  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
+    (--jobs N: runs at a time, default 2; each run uses one torch thread, like the learning tests)
 
 Each run is a real ``tools/train.py`` run with the same ``--cfg-options`` as the test (taken from
 ``tests/learning_setup.py``), evaluated at its last iteration. "frozen" adds ``model.backbone.frozen_stages=4``:
 the neck and heads still learn, on features of an untrained backbone, which is the baseline a trained backbone
-must beat. Prints a table (min / mean / max per variant and metric) and the wall time of each run.
+must beat. Prints a table (min / mean / max per variant and metric) and the wall time of each run (two runs at
+a time share the CPU as the test suite's two workers do).
 """
 import argparse
 import json
 import os
 import os.path as osp
-import platform
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tests'))
@@ -26,16 +28,7 @@ sys.path.insert(0, ROOT)
 
 import learning_setup  # noqa: E402
 
-
-def cpu_name() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown CPU'
+from vitattn_mm.utils.machine import cpu_name  # noqa: E402
 
 
 def last_eval(work_dir: str, keys) -> dict:
@@ -52,27 +45,31 @@ def main(argv=None):
     parser.add_argument('--data-root', help='where the shapes data is (generated there if missing; '
                         'default: a temporary folder)')
     parser.add_argument('--json', help='also write the results to this file')
+    parser.add_argument('--jobs', type=int, default=2, help='runs at a time (each uses one thread; default 2)')
     args = parser.parse_args(argv)
 
     setup = learning_setup.TASKS[args.task]
     with tempfile.TemporaryDirectory() as tmp:
         data_root = setup.prepare_data(args.data_root or osp.join(tmp, 'data'))
-        rows = []
-        for variant in args.variants:
-            for seed in args.seeds:
-                work_dir = osp.join(tmp, f'{variant}_{seed}')
-                extra = ['model.backbone.frozen_stages=4'] if variant == 'frozen' else []
-                cmd = [sys.executable, 'tools/train.py', setup.config, '--work-dir', work_dir, '--cfg-options',
-                       *setup.options(data_root, seed), *extra]
-                start = time.time()
-                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                                      env=dict(os.environ, PYTHONWARNINGS='ignore'))
-                seconds = time.time() - start
-                if proc.returncode:
-                    sys.exit(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
-                metrics = last_eval(work_dir, setup.metrics)
-                rows.append(dict(variant=variant, seed=seed, seconds=round(seconds, 1), **metrics))
-                print(json.dumps(rows[-1]), flush=True)
+        def run(variant, seed):
+            work_dir = osp.join(tmp, f'{variant}_{seed}')
+            extra = ['model.backbone.frozen_stages=4'] if variant == 'frozen' else []
+            cmd = [sys.executable, 'tools/train.py', setup.config, '--work-dir', work_dir, '--cfg-options',
+                   *setup.options(data_root, seed), *extra]
+            start = time.time()
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                                  env=dict(os.environ, PYTHONWARNINGS='ignore', **learning_setup.RUN_ENV))
+            if proc.returncode:
+                sys.exit(f'{" ".join(cmd)} failed:\n{proc.stderr[-3000:]}')
+            row = dict(variant=variant, seed=seed, seconds=round(time.time() - start, 1),
+                       **last_eval(work_dir, setup.metrics))
+            print(json.dumps(row), flush=True)
+            return row
+
+        # each run uses one thread (learning_setup.RUN_ENV), so --jobs 2 uses both cores of a 2-core machine, as
+        # the test suite's two workers do
+        with ThreadPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(lambda vs: run(*vs), [(v, s) for v in args.variants for s in args.seeds]))
 
     print(f'\n{args.task}: {setup.config} {" ".join(setup.options("DATA", "SEED"))}')
     print(f'CPU: {cpu_name()}, {os.cpu_count()} logical CPUs\n')

@@ -18,6 +18,9 @@ lavit_backbone = dict(
     dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.1),
     init_cfg=dict(type='Pretrained', checkpoint=lavit_s_pretrained))
 lavit_channels = [64, 128, 320, 512]  # the same for arch t, s and b
+# LaViT-S with every layer a vanilla-attention layer (the -allva ablation configs)
+lavit_s_allva_arch = dict(embed_dims=[64, 128, 320, 512], depths=[3, 4, 6, 3], num_heads=[1, 2, 5, 8],
+                          mlp_ratios=[8, 8, 4, 4], num_vanilla=[3, 4, 6, 3])
 # no weight decay on norms and on the (softmax-normalised) LA kernels, head mixing and gates
 lavit_paramwise_cfg = dict(custom_keys={
     'norm': dict(decay_mult=0.),

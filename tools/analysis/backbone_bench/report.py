@@ -1,7 +1,5 @@
 """The report: targets (issue 10), markdown tables, the latency-against-size PNG."""
 import os
-import platform
-import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -22,16 +20,8 @@ def _ratio(a: Optional[float], b: Optional[float]) -> Optional[float]:
 
 
 def machine_description(threads: int) -> str:
-    cpu = platform.processor() or ''
-    try:
-        with open('/proc/cpuinfo') as f:
-            m = re.search(r'^model name\s*:\s*(.+)$', f.read(), re.M)
-            cpu = m.group(1) if m else cpu
-    except OSError:
-        pass
-    return (f'{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__} '
-            f'(intra-op threads {threads}), Python {platform.python_version()}, {platform.system()} '
-            f'{platform.release()}')
+    from vitattn_mm.utils.machine import machine_line
+    return machine_line(threads)
 
 
 def _target(targets: list, text: str, value: Optional[float], limit: float, at_least: bool = False,
