@@ -110,3 +110,27 @@ def test_dp_loss_alone_trains_la_kernels_and_gates_inside_mask_rcnn(tmp_path):
         model(**data, mode='loss')
         assert 'loss_dp' in model.backbone.pop_auxiliary_losses()  # after the run the hook no longer collects it
     assert current_scope() == scope_before
+
+
+def test_detection_losses_alone_train_every_backbone_parameter():
+    """The detector's own losses (loss_dp left out) reach every parameter of the LaViT backbone inside Mask R-CNN:
+    a backbone whose features were detached, or a stage that did not reach the neck, would fail here. (The
+    detection learning test cannot show this: at its CPU budget a backbone frozen at random init scores as high as
+    a trained one; see tests/test_detection.py.)"""
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    cfg = Config.fromfile(SHAPES_CONFIG)
+    cfg.model.backbone.update(arch=TINY_LAVIT, init_cfg=None, drop_path_rate=0.0)
+    cfg.model.neck.in_channels = TINY_LAVIT['embed_dims']
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        model = MODELS.build(cfg.model)
+        model.init_weights()
+        model.train()
+        data = model.data_preprocessor(shapes_batch(), True)
+        losses = model(**data, mode='loss')
+        model.backbone.pop_auxiliary_losses()  # loss_dp is not part of this backward
+        total, _ = model.parse_losses(losses)
+        total.backward()
+    without = [n for n, p in model.backbone.named_parameters()
+               if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert without == [], f'the detection losses give no gradient to {without}'

@@ -48,3 +48,22 @@ def test_checkpoint_of_another_model(tiny_coco, tmp_path):
     line = error_of_train(tiny_coco, tmp_path, 'model.backbone.init_cfg.type=Pretrained',
                           f'model.backbone.init_cfg.checkpoint={wrong}')
     assert 'CheckpointMismatchError' in line and str(wrong) in line and 'has no key of LaViT' in line, line
+
+
+def test_amp_without_a_gpu_is_one_clear_line(capsys, tmp_path):
+    """mmengine's AmpOptimWrapper asserts a GPU; tools/train.py says so in one line, exit status 2 (in-process: the
+    check comes before any model is built)."""
+    import importlib.util
+    import os.path as osp
+
+    from helpers import ROOT
+    if torch.cuda.is_available():
+        pytest.skip('with a GPU, --amp trains (mmengine AmpOptimWrapper)')
+    spec = importlib.util.spec_from_file_location('vitattn_train_tool', osp.join(ROOT, 'tools', 'train.py'))
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    with pytest.raises(SystemExit) as exit_info:
+        train.main([osp.join(ROOT, CONFIG), '--amp', '--work-dir', str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err and 'error: ValueError: --amp needs a GPU' in err, err

@@ -166,3 +166,27 @@ def test_corrupt_or_missing_annotation_file(shapes_coco, tmp_path, damage):
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
     assert 'instances_val2017.json' in proc.stderr
     assert ('not found' in proc.stderr) if damage == 'missing' else ('JSON' in proc.stderr or 'json' in proc.stderr)
+
+
+def test_training_step_profile_splits_one_iteration(shapes_coco):
+    """tools/analysis/profile_train_step.py times the parts of a real Mask R-CNN training iteration: every part is
+    measured, the backbone's forward and backward hooks fire, and the parts add up to the iteration."""
+    import sys
+    import time
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+    import profile_train_step as prof
+    from mmengine.registry import DefaultScope
+    data = dict(opt.split('=', 1) for opt in coco_data_options(shapes_coco))
+    with DefaultScope.overwrite_default_scope('mmdet'):
+        cfg, model, optim_wrapper, loader = prof.build(osp.join(ROOT, DET.config),
+                                                       {**data, 'train_dataloader.num_workers': 0, 'train_dataloader.persistent_workers': False,
+                                                        'train_dataloader.batch_size': 1})
+        timer = prof.StepTimer(model)
+        start = time.perf_counter()
+        parts = prof.train_iteration(model, optim_wrapper, prof.endless(loader), timer)
+        elapsed = time.perf_counter() - start
+    assert set(parts) == set(prof.PARTS)
+    assert all(v >= 0 for v in parts.values()), parts
+    for part in ('backbone forward', 'neck forward', 'heads forward', 'heads + neck backward', 'backbone backward'):
+        assert parts[part] > 0, (part, parts)
+    assert sum(parts.values()) == pytest.approx(elapsed, rel=0.05)

@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from a checkout
 
+import torch  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 from vitattn_mm.utils.run import build_runner, load_config, report_and_exit  # noqa: E402
@@ -37,6 +38,9 @@ def main(argv=None):
     with report_and_exit():
         cfg = load_config(args.config, args.cfg_options, work_dir=args.work_dir, launcher=args.launcher)
         if args.amp:
+            if not torch.cuda.is_available():
+                raise ValueError("--amp needs a GPU: mmengine's AmpOptimWrapper (float16 with loss scaling) runs "
+                                 'on CUDA/NPU/MLU/MUSA devices only; on the CPU, train without --amp')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
         if args.auto_scale_lr:
