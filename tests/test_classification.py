@@ -19,13 +19,16 @@ from vitattn_mm.datasets.shapes import SHAPE_CLASSES, check_imagenet_root, ensur
 from vitattn_mm.engine import AuxiliaryLossHook
 
 CLS_CONFIG = CLS.config
-# The learning run: the config's schedule, LaViT-T from scratch, 160 iterations of 16 images (800 training images,
-# 3.2 epochs), evaluated on 200 held-out images. Chance is 25% (balanced classes). The same classifier with its
-# backbone frozen at random initialisation (`model.backbone.frozen_stages=4`, only the linear head learns) reaches
-# 79.0% (seed 0): the class colour families make much of the task a colour lookup, so the threshold sits well above
-# that baseline, not just above chance. Measured on Intel Xeon, 2 threads: see docs/results.md.
+# The learning run (learning_setup.CLS, one torch thread): the config's schedule, LaViT-T from scratch, 160 iterations
+# of 16 images (800 training images, 3.2 epochs), evaluated on 200 held-out images. Chance is 25% (balanced
+# classes). Measured over seeds 0, 1, 2 with `python tools/analysis/learning_thresholds.py cls` (Intel Xeon, 2 cores;
+# docs/results.md), top-1 min / mean / max:
+#   trained end to end                                          92.5 / 94.0 / 95.0
+#   backbone frozen at random init (only the linear head learns) 75.0 / 77.2 / 79.5
+# The class colour families make much of the task a colour lookup, hence the high frozen baseline. The threshold
+# lies halfway between the two groups: +6.5 above the best frozen run, -6.5 below the worst trained one.
 LEARN_ITERS = 160
-MIN_ACCURACY = 88.0
+MIN_ACCURACY = 86.0
 
 
 def test_registered_in_mmpretrain():
@@ -153,8 +156,7 @@ def scalars(work_dir):
 
 @pytest.mark.xdist_group('cls_learning')
 def test_lavit_t_classifier_learns_shapes(trained_classifier):
-    """The learning test (the training run with data generation and evaluation: 48 s on Intel Xeon, 2 threads, under
-    the shared lock): chance 25%, frozen-random baseline 75-79.5%, measured 93.0%."""
+    """The learning test: chance 25%, frozen-random baseline 75.0-79.5%, trained 92.5-95.0% (see MIN_ACCURACY)."""
     rows = scalars(trained_classifier.work_dir)
     accuracy = [r['accuracy/top1'] for r in rows if 'accuracy/top1' in r]
     assert accuracy, trained_classifier.log[-3000:]
