@@ -32,7 +32,7 @@ echo "== 3/4 evaluation with tools/test.py (CocoMetric, bbox and segm)"
     | grep -E "coco/(bbox|segm)_mAP|Error" || true
 
 echo "== 4/4 drawing predictions on 8 validation images"
-"$PY" tools/demo/image_demo.py data/shapes_coco/val2017 "$CONFIG" "$CKPT" --limit 8 --score-thr 0.5 \
+"$PY" tools/demo/image_demo.py data/shapes_coco/val2017 "$CONFIG" "$CKPT" --limit 8 --score-thr 0.7 \
     --out-dir "$WORK_DIR/predictions" --grid "$WORK_DIR/predictions.png" > /dev/null
 
 metrics="$(grep -oE "coco/(bbox|segm)_mAP: [0-9.]+" "$WORK_DIR/test.log" | tr '\n' ' ')"
