@@ -1,7 +1,8 @@
 """Tests for the synthetic shapes dataset generator and dataset checks.
 
-``shapes.py`` is loaded by file path: ``vitattn_mm/__init__`` imports torch
-and the mm* registries, which these tests neither need nor want.
+The ``shapes`` package is loaded by file path: ``vitattn_mm/__init__``
+imports torch and the mm* registries, which these tests neither need nor
+want.
 """
 
 import importlib.util
@@ -16,7 +17,7 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
-SHAPES_PY = REPO / 'vitattn_mm' / 'datasets' / 'shapes.py'
+SHAPES_PY = REPO / 'vitattn_mm' / 'datasets' / 'shapes' / '__init__.py'
 CLI_PY = REPO / 'tools' / 'misc' / 'generate_shapes_data.py'
 N_TRAIN, N_VAL = 10, 6
 
@@ -265,7 +266,7 @@ def test_interrupted_generation_leaves_no_dataset(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         save(image, path)
 
-    monkeypatch.setattr(shapes, '_save_jpeg', failing_save)
+    monkeypatch.setattr(shapes.layouts, '_save_jpeg', failing_save)
     with pytest.raises(KeyboardInterrupt):
         shapes.generate_ade(tmp_path / 'shapes_ade', 5, 2, seed=0)
     assert list(tmp_path.iterdir()) == []

@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 _SHAPES_PY = (Path(__file__).resolve().parents[2] / 'vitattn_mm' /
-              'datasets' / 'shapes.py')
+              'datasets' / 'shapes' / '__init__.py')
 
 
 def _load_shapes():
-    """Load shapes.py by path, skipping ``vitattn_mm/__init__`` (torch)."""
+    """Load the shapes package by path, skipping ``vitattn_mm/__init__`` (torch)."""
     name = 'vitattn_mm_shapes_standalone'
     spec = importlib.util.spec_from_file_location(name, _SHAPES_PY)
     module = importlib.util.module_from_spec(spec)
