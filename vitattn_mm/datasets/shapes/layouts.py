@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -212,57 +212,32 @@ def dataset_is_current(root: str | os.PathLike,
     return _meta_matches(root, params) and complete(root)
 
 
-def ensure_coco(root: str | os.PathLike,
-                *,
-                force: bool = False,
-                num_train: int = 400,
-                num_val: int = 50,
-                image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-                seed: int = 0) -> Path:
-    """Run :func:`generate_coco` unless ``root/meta.json`` already matches.
-
-    ``force=True`` regenerates anyway. Returns ``root``.
-    """
+def _ensure(layout: str, generate: Callable[..., Path], root: str | os.PathLike, force: bool, num_train: int,
+            num_val: int, image_size: int | Sequence[int], seed: int) -> Path:
+    """Run ``generate`` unless ``root/meta.json`` already matches (or ``force``); returns ``root``."""
     root = Path(root)
-    if not force and dataset_is_current(root, 'coco', num_train=num_train,
-                                        num_val=num_val,
+    if not force and dataset_is_current(root, layout, num_train=num_train, num_val=num_val,
                                         image_size=image_size, seed=seed):
         return root
-    return generate_coco(root, num_train, num_val, image_size, seed)
+    return generate(root, num_train, num_val, image_size, seed)
 
 
-def ensure_ade(root: str | os.PathLike,
-               *,
-               force: bool = False,
-               num_train: int = 400,
-               num_val: int = 50,
-               image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE,
-               seed: int = 0) -> Path:
-    """Run :func:`generate_ade` unless ``root/meta.json`` already matches.
-
-    ``force=True`` regenerates anyway. Returns ``root``.
-    """
-    root = Path(root)
-    if not force and dataset_is_current(root, 'ade', num_train=num_train,
-                                        num_val=num_val,
-                                        image_size=image_size, seed=seed):
-        return root
-    return generate_ade(root, num_train, num_val, image_size, seed)
+def ensure_coco(root: str | os.PathLike, *, force: bool = False, num_train: int = 400, num_val: int = 50,
+                image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, seed: int = 0) -> Path:
+    """Run :func:`generate_coco` unless ``root/meta.json`` already matches. ``force=True`` regenerates anyway.
+    Returns ``root``."""
+    return _ensure('coco', generate_coco, root, force, num_train, num_val, image_size, seed)
 
 
-def ensure_imagenet(root: str | os.PathLike,
-                    *,
-                    force: bool = False,
-                    num_train: int = 400,
-                    num_val: int = 50,
-                    image_size: int | Sequence[int] = DEFAULT_CLS_IMAGE_SIZE,
-                    seed: int = 0) -> Path:
-    """Run :func:`generate_imagenet` unless ``root/meta.json`` already
-    matches. ``force=True`` regenerates anyway. Returns ``root``."""
-    root = Path(root)
-    if not force and dataset_is_current(root, 'imagenet', num_train=num_train,
-                                        num_val=num_val,
-                                        image_size=image_size, seed=seed):
-        return root
-    return generate_imagenet(root, num_train, num_val, image_size, seed)
+def ensure_ade(root: str | os.PathLike, *, force: bool = False, num_train: int = 400, num_val: int = 50,
+               image_size: int | Sequence[int] = DEFAULT_IMAGE_SIZE, seed: int = 0) -> Path:
+    """Run :func:`generate_ade` unless ``root/meta.json`` already matches. ``force=True`` regenerates anyway.
+    Returns ``root``."""
+    return _ensure('ade', generate_ade, root, force, num_train, num_val, image_size, seed)
 
+
+def ensure_imagenet(root: str | os.PathLike, *, force: bool = False, num_train: int = 400, num_val: int = 50,
+                    image_size: int | Sequence[int] = DEFAULT_CLS_IMAGE_SIZE, seed: int = 0) -> Path:
+    """Run :func:`generate_imagenet` unless ``root/meta.json`` already matches. ``force=True`` regenerates anyway.
+    Returns ``root``."""
+    return _ensure('imagenet', generate_imagenet, root, force, num_train, num_val, image_size, seed)
