@@ -48,3 +48,9 @@ def test_rejects_bad_input():
 def test_built_from_registry():
     loss = MODELS.build(dict(type='DiagonalityPreservingLoss', loss_weight=0.25))
     assert loss.loss_weight == 0.25
+
+
+@pytest.mark.parametrize('max_cells', [0, -3, 2.5, True])
+def test_bad_max_cells_is_refused(max_cells):
+    with pytest.raises(ValueError, match='max_cells'):
+        DiagonalityPreservingLoss(max_cells=max_cells)

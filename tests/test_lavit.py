@@ -415,3 +415,39 @@ def test_bfloat16_autocast_forward_and_backward(kind='prob'):
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith('kernel_logits')]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+def test_dp_key_grid_coarsened_above_max_cells_matches_explicit_matrices():
+    """Above ``max_cells`` key cells the DP loss's key-grid attentions are computed on a coarser grid: queries
+    pooled by factor x c, Psi on that grid, Theta exact on the full key axis, keys summed over c x c windows.
+    Checked against explicit float64 matrices (3 heads, random kernels, odd grid, a chain of 2 LA layers)."""
+    from vitattn_mm.models.layers.attention_map import AttentionMap, coarsening
+    from vitattn_mm.models.layers.local_mix import ConvexLocalMix
+    assert coarsening((16, 16), 300) == 1 and coarsening((25, 42), 300) == 2  # 512x512 exact, 1333x800 by 2
+    assert coarsening((25, 42), None) == 1
+    torch.manual_seed(3)
+    query_hw, key_hw, factor, heads = (14, 18), (7, 9), 2, 3
+    max_cells = 20  # 7 x 9 = 63 key cells -> c = 2: 4 x 5 = 20
+    p = torch.randn(2, heads, 14 * 18, 7 * 9).mul(3).softmax(-1)
+    mixes = [ConvexLocalMix(heads) for _ in range(4)]
+    with torch.no_grad():
+        for m in mixes:
+            m.kernel_logits.normal_(0, 1.5)
+    amap = AttentionMap(p, query_hw, key_hw, 'prob')
+    for psi, theta in ((mixes[0], mixes[1]), (mixes[2], mixes[3])):
+        amap = amap.transformed(psi, theta)
+    got = amap.key_grid_attentions(factor, max_cells=max_cells)
+
+    pool, coarse_hw = dense_pool(query_hw, factor * 2)
+    assert coarse_hw == (4, 5)
+    members, _ = dense_pool(key_hw, 2)
+    key_sum = (members > 0).double().T  # (63, 20): key j -> its 2 x 2 window
+    a = pool @ p.double()
+    for l, (psi, theta) in enumerate(((mixes[0], mixes[1]), (mixes[2], mixes[3]))):
+        a = a @ per_head(theta, key_hw)
+        square = a @ key_sum
+        for psi_l, _ in ((mixes[0], None), (mixes[2], None))[:l + 1]:
+            square = per_head(psi_l, coarse_hw) @ square
+        assert got[l].shape == (2, heads, 20, 20)
+        assert torch.allclose(got[l].double(), square, atol=1e-5)
+        assert torch.allclose(got[l].sum(-1), torch.ones(2, heads, 20), atol=1e-5)  # still distributions

@@ -36,6 +36,25 @@ def pool_rows(t: torch.Tensor, hw: Tuple[int, int], factor: int) -> Tuple[torch.
     return out.permute(0, 2, 3, 1).reshape(b, -1, heads, x).transpose(1, 2), new_hw
 
 
+def coarsening(hw: Tuple[int, int], max_cells: Optional[int]) -> int:
+    """The smallest integer factor c with ``ceil(H / c) * ceil(W / c) <= max_cells`` (1 without a limit)."""
+    if not max_cells:
+        return 1
+    c = 1
+    while -(-hw[0] // c) * -(-hw[1] // c) > max_cells:
+        c += 1
+    return c
+
+
+def sum_pool_columns(t: torch.Tensor, hw: Tuple[int, int], factor: int) -> torch.Tensor:
+    """Sum the columns of ``t`` (B, heads, R, N), whose axis N lies on grid ``hw``, over ``factor x factor``
+    windows (ceil mode: partial windows sum their in-grid part), so rows that are distributions stay ones."""
+    b, heads, r, n = t.shape
+    grid = t.contiguous().view(b * heads * r, 1, *hw)
+    out = F.avg_pool2d(grid, factor, factor, ceil_mode=True, divisor_override=1)
+    return out.view(b, heads, r, -1)
+
+
 class AttentionMap:
     """Attention of one layer over (queries x keys), shape (B, heads, Nq, Nk), with its grids.
 
@@ -170,7 +189,7 @@ class AttentionMap:
             return pool_rows(self._probabilities_of_logits(), self.query_hw, factor)[0]
         return self.key_grid_attentions(factor)[-1]
 
-    def key_grid_attentions(self, factor: int) -> List[torch.Tensor]:
+    def key_grid_attentions(self, factor: int, max_cells: Optional[int] = None) -> List[torch.Tensor]:
         """For probabilities: the key-grid attention of every less-attention layer of the chain, ``S_1 ... S_n``.
 
         We make the same approximation as :meth:`carried`: ``Psi_l ... Psi_1`` act *after* pooling, on the key grid,
@@ -181,14 +200,21 @@ class AttentionMap:
         so a chain of n layers costs n row and n column transforms of K x K matrices and never a Psi over the full
         Nq x Nk matrix. ``S_l`` is a product of row-stochastic matrices, so the loss on it stays in
         [0, loss_weight].
+
+        ``max_cells`` (our choice, for large inputs): when the key grid has more cells, both axes of ``S_l`` are
+        coarsened by the smallest integer factor ``c`` that brings the grid within it: the queries are pooled by
+        ``factor * c`` (and the Psi act on that grid), the Thetas still act exactly on the full key axis, and then
+        the keys are summed over c x c windows (rows stay distributions). At 1333x800 every LaViT stage has a
+        25 x 42 key grid (1,050 cells), and stacks of 1,050 x 1,050 matrices made the loss 42% of a training step.
         """
         if self.kind != 'prob' or not self.psis:
             raise RuntimeError('key_grid_attentions needs a probability attention with less-attention transforms')
-        pooled, hw = pool_rows(self.matrix, self.query_hw, factor)
+        coarse = coarsening(self.key_hw, max_cells)
+        pooled, hw = pool_rows(self.matrix, self.query_hw, factor * coarse)
         cols, a = [], pooled
         for theta in self._theta_grids:  # pool(P) Theta_1 ... Theta_l for every l
             a = theta.columns(a)  # each partial product is kept: not overwritten
-            cols.append(a)
+            cols.append(a if coarse == 1 else sum_pool_columns(a, self.key_hw, coarse))
         b, heads, k, _ = pooled.shape
         tail = torch.stack(cols).view(-1, heads, k, k)  # (n * B, heads, K, K)
         squares = []

@@ -1,5 +1,5 @@
 """LaViT's diagonality-preserving loss, in a bounded form for rectangular (queries x pooled keys) attention."""
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -51,13 +51,20 @@ class DiagonalityPreservingLoss(nn.Module):
 
     Args:
         loss_weight: the weight; ``0`` switches the loss (and the collection of attention for it) off.
+        max_cells: key grids with more cells are coarsened for the loss by the smallest integer factor that brings
+            them within it (our choice, for cost at detection resolutions; ``None``: never). Default 300.
     """
 
-    def __init__(self, loss_weight: float = 1.0):
+    def __init__(self, loss_weight: float = 1.0, max_cells: Optional[int] = 300):
         super().__init__()
         if loss_weight < 0:
             raise ValueError(f'loss_weight must be >= 0, got {loss_weight}')
+        if max_cells is not None and (isinstance(max_cells, bool) or not isinstance(max_cells, int) or max_cells < 1):
+            raise ValueError(f'max_cells must be a positive int or None, got {max_cells!r}')
         self.loss_weight = float(loss_weight)
+        # key grids with more cells are coarsened for the loss (AttentionMap.key_grid_attentions): 300 keeps
+        # 512x512 inputs (16 x 16 key cells) exact and coarsens 1333x800 (25 x 42) by 2 (13 x 21 = 273 cells)
+        self.max_cells = max_cells
 
     def forward(self, squares: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(squares) == 0:
@@ -66,4 +73,4 @@ class DiagonalityPreservingLoss(nn.Module):
         return self.loss_weight * torch.stack(per_layer).mean()
 
     def extra_repr(self) -> str:
-        return f'loss_weight={self.loss_weight}'
+        return f'loss_weight={self.loss_weight}, max_cells={self.max_cells}'
