@@ -35,6 +35,12 @@ def _save_jpeg(image: np.ndarray, path: Path) -> None:
         path, 'JPEG', quality=_JPEG_QUALITY, subsampling=0)
 
 
+def _plan(root, layout: str, num_train: int, num_val: int, image_size, seed: int):
+    """What a generator writes: its root, the meta it records, the image size (h, w) and the images per split."""
+    meta = expected_meta(layout, num_train=num_train, num_val=num_val, image_size=image_size, seed=seed)
+    return Path(root), meta, tuple(meta['image_size']), {'train': meta['num_train'], 'val': meta['num_val']}
+
+
 def generate_coco(root: str | os.PathLike,
                   num_train: int = 400,
                   num_val: int = 50,
@@ -47,11 +53,7 @@ def generate_coco(root: str | os.PathLike,
     1..4 in ``SHAPE_CLASSES`` order; segmentations are polygons of the
     visible region; ``bbox`` and ``area`` come from the visible mask.
     """
-    root = Path(root)
-    meta = expected_meta('coco', num_train=num_train, num_val=num_val,
-                         image_size=image_size, seed=seed)
-    h, w = meta['image_size']
-    counts = {'train': meta['num_train'], 'val': meta['num_val']}
+    root, meta, (h, w), counts = _plan(root, 'coco', num_train, num_val, image_size, seed)
 
     def build(tmp: Path) -> None:
         (tmp / 'annotations').mkdir()
@@ -106,11 +108,7 @@ def generate_ade(root: str | os.PathLike,
     (ignored with ``reduce_zero_label=True``), k = ``SHAPE_CLASSES[k-1]``.
     Returns ``root``.
     """
-    root = Path(root)
-    meta = expected_meta('ade', num_train=num_train, num_val=num_val,
-                         image_size=image_size, seed=seed)
-    h, w = meta['image_size']
-    counts = {'train': meta['num_train'], 'val': meta['num_val']}
+    root, meta, (h, w), counts = _plan(root, 'ade', num_train, num_val, image_size, seed)
 
     def build(tmp: Path) -> None:
         stats = {}
@@ -164,11 +162,7 @@ def generate_imagenet(root: str | os.PathLike,
     ``meta/{train,val}.txt`` with lines ``<class>/<stem>.JPEG <label>``,
     ``meta/classes.txt`` and ``meta.json``.
     """
-    root = Path(root)
-    meta = expected_meta('imagenet', num_train=num_train, num_val=num_val,
-                         image_size=image_size, seed=seed)
-    h, w = meta['image_size']
-    counts = {'train': meta['num_train'], 'val': meta['num_val']}
+    root, meta, (h, w), counts = _plan(root, 'imagenet', num_train, num_val, image_size, seed)
 
     def build(tmp: Path) -> None:
         (tmp / 'meta').mkdir()
