@@ -24,6 +24,30 @@ os.environ['OMP_NUM_THREADS'] = str(TORCH_THREADS)
 LEARNING_GROUP_ORDER = ('det_learning', 'seg_learning', 'cls_learning')
 
 
+def tiny_lavit(**kw):
+    """A LaViT with TINY_LAVIT's architecture (unless ``arch`` is given), no drop path, initialised."""
+    from vitattn_mm import LaViT
+    kw.setdefault('arch', TINY_LAVIT)
+    kw.setdefault('drop_path_rate', 0.0)
+    model = LaViT(**kw)
+    model.init_weights()
+    return model
+
+
+def randomised_lavit(kind: str):
+    """A tiny LaViT in eval mode with random LA kernels, peaked attention and strong, uneven carry gates."""
+    model = tiny_lavit(attention_kind=kind).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('kernel_logits'):
+                p.normal_(0, 1.5)  # random, far from the near-identity initialisation
+            elif name.endswith(('q.weight', 'k.weight')):
+                p.mul_(10)  # peaked attention
+            elif name.endswith(('gate_logits', 'head_mix_logits')):
+                p.normal_()  # a large share of the carried attention, uneven head mixing
+    return model
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
     torch.manual_seed(0)

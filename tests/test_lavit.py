@@ -1,18 +1,10 @@
 """LaViT backbone: shapes, gradients, architecture rules, options, errors."""
 import pytest
 import torch
-from conftest import TINY_LAVIT
+from conftest import TINY_LAVIT, randomised_lavit, tiny_lavit as build
 
 from vitattn_mm import LaViT
 from vitattn_mm.models.layers import LessAttention, SpatialReductionAttention
-
-
-def build(**kw):
-    kw.setdefault('arch', TINY_LAVIT)
-    kw.setdefault('drop_path_rate', 0.0)
-    model = LaViT(**kw)
-    model.init_weights()
-    return model
 
 
 @pytest.mark.parametrize('hw', [(224, 224), (401, 613), (32, 33), (97, 64)])
@@ -101,29 +93,6 @@ def test_logit_attention_kind_runs_and_differs():
     assert not torch.allclose(a[1], b[1])
 
 
-def test_factored_attention_equals_explicit_matrix():
-    """LA layers compute A V in factored form; it must equal the explicit transformed matrix times V."""
-    model = build().eval()
-    for m in model.modules():
-        if hasattr(m, 'kernel_logits'):
-            m.kernel_logits.data.normal_()
-    captured = []
-    block = model.stages[0].blocks[2]  # the second LA layer of stage 1
-
-    def grab(module, args, output):
-        captured.append((args[2], output[1]))
-
-    block.attn.register_forward_hook(grab)
-    with torch.no_grad():
-        model(torch.randn(1, 3, 75, 90))
-    _, attn = captured[0]
-    v = torch.randn(1, attn.num_heads, attn.matrix.shape[-1], 4)
-    explicit = attn.probabilities()
-    assert torch.allclose(explicit.sum(-1), torch.ones_like(explicit[..., 0]), atol=1e-5)
-    assert (explicit >= 0).all()
-    assert torch.allclose(attn.apply(v), explicit @ v, atol=1e-5)
-
-
 def test_context_broadcast_option_changes_output():
     x = torch.randn(1, 3, 64, 64)
     plain = build().eval()
@@ -208,143 +177,6 @@ def test_bad_inputs_are_rejected(shape, match):
 
 
 # --- the optimised attention paths against explicit matrices ---------------------------------------------------------
-def dense_mix(kernel: torch.Tensor, hw) -> torch.Tensor:
-    """The explicit N x N matrix of a ConvexLocalMix kernel (k x k) on grid hw, built entry by entry (float64)."""
-    h, w = hw
-    r = kernel.shape[-1] // 2
-    t = torch.zeros(h * w, h * w, dtype=torch.float64)
-    for y in range(h):
-        for x in range(w):
-            for dy in range(-r, r + 1):
-                for dx in range(-r, r + 1):
-                    if 0 <= y + dy < h and 0 <= x + dx < w:
-                        t[y * w + x, (y + dy) * w + x + dx] = kernel[dy + r, dx + r].double()
-    return t / t.sum(dim=1, keepdim=True)
-
-
-def dense_pool(hw, factor: int) -> torch.Tensor:
-    """Explicit average pooling of grid hw by factor (ceil mode, partial windows averaged over their in-grid part)."""
-    h, w = hw
-    ph, pw = -(-h // factor), -(-w // factor)
-    p = torch.zeros(ph * pw, h * w, dtype=torch.float64)
-    for y in range(h):
-        for x in range(w):
-            p[(y // factor) * pw + x // factor, y * w + x] = 1
-    return p / p.sum(dim=1, keepdim=True), (ph, pw)
-
-
-def per_head(module, hw):
-    """(heads, N, N) explicit matrices of a ConvexLocalMix on grid hw."""
-    kernel = module.kernel().detach()
-    return torch.stack([dense_mix(kernel[g, 0], hw) for g in range(kernel.shape[0])])
-
-
-def randomised_lavit(kind: str):
-    model = build(attention_kind=kind).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith('kernel_logits'):
-                p.normal_(0, 1.5)  # random, far from the near-identity initialisation
-            elif name.endswith(('q.weight', 'k.weight')):
-                p.mul_(10)  # peaked attention
-            elif name.endswith(('gate_logits', 'head_mix_logits')):
-                p.normal_()  # a large share of the carried attention, uneven head mixing
-    return model
-
-
-@pytest.mark.parametrize('kind', ['prob', 'logit'])
-def test_every_attention_path_equals_explicit_matrices(kind):
-    """Every stage (1 to 8 heads), random kernels, an odd input size, both kinds, with the residual carry: each
-    layer's output and attention, the carried attention and the DP loss's key-grid attention equal explicit
-    float64 matrix products to 1e-5."""
-    model = randomised_lavit(kind)
-    records = []
-
-    def grab(module, args, output):
-        records.append((module, args, output))
-
-    for stage in model.stages:
-        for block in stage.blocks:
-            block.attn.register_forward_hook(grab)
-    with torch.no_grad():
-        model(torch.randn(2, 3, 75, 97))
-
-    def values(module, x, hw):
-        keys, _ = module.reduce(x, hw)
-        return split(module.v(keys), module.num_heads).double()
-
-    def split(t, heads):
-        b, n, c = t.shape
-        return t.view(b, n, heads, c // heads).transpose(1, 2)
-
-    def layer_output(module, a_probs, v):
-        z = (a_probs @ v).transpose(1, 2).reshape(v.shape[0], a_probs.shape[2], -1)
-        return module.proj(z.float()).double()
-
-    it = iter(records)
-    carried = None  # explicit residual for the next stage's first layer: (matrix, gate)
-    checked = dict(va=0, la=0, carry=0, dp=0)
-    for s, stage in enumerate(model.stages):
-        chain = []  # (psi, theta) modules since the last VA layer
-        for j, block in enumerate(stage.blocks):
-            module, (x, hw, attn_in), (out, amap) = next(it)
-            v = values(module, x, hw)
-            if not block.less_attention:
-                q = split(module.q(x), module.num_heads).double()
-                keys, key_hw = module.reduce(x, hw)
-                k = split(module.k(keys), module.num_heads).double()
-                ref = q @ k.transpose(-2, -1) * module.scale
-                if kind == 'prob':
-                    ref = ref.softmax(-1)
-                if j == 0 and carried is not None:
-                    d, gate = carried
-                    ref = (1 - gate) * ref + gate * d if kind == 'prob' else ref + gate * d
-                base, chain = ref, []
-                checked['va'] += 1
-            else:
-                chain.append((module.psi, module.theta))
-                psi, theta = per_head(module.psi, hw), per_head(module.theta, key_hw)
-                ref = psi @ ref @ theta
-                checked['la'] += 1
-                # the DP loss's key-grid attention: Psi applied after pooling onto the key grid (exact for logits)
-                pool, khw = dense_pool(hw, model.sr_ratios[s])
-                assert khw == key_hw
-                if kind == 'prob':
-                    square = pool @ base
-                    for p_mod, _ in chain:
-                        square = per_head(p_mod, key_hw) @ square
-                    for _, t_mod in chain:
-                        square = square @ per_head(t_mod, key_hw)
-                else:
-                    square = pool @ ref.softmax(-1)
-                got = amap.key_grid_attention(model.sr_ratios[s])
-                assert torch.allclose(got.double(), square, atol=1e-5)
-                checked['dp'] += 1
-            probs = ref if kind == 'prob' else ref.softmax(-1)
-            assert torch.allclose(amap.probabilities().double(), probs, atol=1e-5)
-            assert torch.allclose(amap.apply(v.float()).double(), probs @ v, atol=1e-5)
-            assert torch.allclose(out.double(), layer_output(module, probs, v), atol=1e-5)
-        if s < 3:
-            # the carried attention: pool the queries, Psi on the pooled grid, Theta on the keys, mix the heads
-            down = model.attention_downsamples[s]
-            pool, next_hw = dense_pool(hw, 2)
-            d = pool @ (base if kind == 'prob' else ref)
-            if kind == 'prob':
-                for p_mod, _ in chain:
-                    d = per_head(p_mod, next_hw) @ d
-                for _, t_mod in chain:
-                    d = d @ per_head(t_mod, key_hw)
-            mix = (down.head_mix_logits.softmax(-1).double() if down.head_mix_logits is not None
-                   else torch.ones(down.out_heads, 1, dtype=torch.float64))
-            d = torch.einsum('og,bgqk->boqk', mix, d)
-            got = down(amap, next_hw)
-            assert torch.allclose(got.matrix.double(), d, atol=1e-5)
-            carried = (d, down.gate_logits.sigmoid().double().view(1, -1, 1, 1))
-            checked['carry'] += 1
-    n_la = sum(d - v for d, v in zip(TINY_LAVIT['depths'], TINY_LAVIT['num_vanilla']))
-    assert checked == dict(va=sum(TINY_LAVIT['num_vanilla']), la=n_la, carry=3, dp=n_la)
-
-
 def test_logit_kind_trains_with_dp_loss_residual_and_checkpointing():
     """The paper's 'logit' form: finite outputs, gradients to every parameter (and to the LA kernels and carry
     gates from the DP loss alone), a bounded DP loss, a residual merge that matters, and with_cp giving the same
@@ -415,39 +247,3 @@ def test_bfloat16_autocast_forward_and_backward(kind='prob'):
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith('kernel_logits')]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
-
-
-def test_dp_key_grid_coarsened_above_max_cells_matches_explicit_matrices():
-    """Above ``max_cells`` key cells the DP loss's key-grid attentions are computed on a coarser grid: queries
-    pooled by factor x c, Psi on that grid, Theta exact on the full key axis, keys summed over c x c windows.
-    Checked against explicit float64 matrices (3 heads, random kernels, odd grid, a chain of 2 LA layers)."""
-    from vitattn_mm.models.layers.attention_map import AttentionMap, coarsening
-    from vitattn_mm.models.layers.local_mix import ConvexLocalMix
-    assert coarsening((16, 16), 300) == 1 and coarsening((25, 42), 300) == 2  # 512x512 exact, 1333x800 by 2
-    assert coarsening((25, 42), None) == 1
-    torch.manual_seed(3)
-    query_hw, key_hw, factor, heads = (14, 18), (7, 9), 2, 3
-    max_cells = 20  # 7 x 9 = 63 key cells -> c = 2: 4 x 5 = 20
-    p = torch.randn(2, heads, 14 * 18, 7 * 9).mul(3).softmax(-1)
-    mixes = [ConvexLocalMix(heads) for _ in range(4)]
-    with torch.no_grad():
-        for m in mixes:
-            m.kernel_logits.normal_(0, 1.5)
-    amap = AttentionMap(p, query_hw, key_hw, 'prob')
-    for psi, theta in ((mixes[0], mixes[1]), (mixes[2], mixes[3])):
-        amap = amap.transformed(psi, theta)
-    got = amap.key_grid_attentions(factor, max_cells=max_cells)
-
-    pool, coarse_hw = dense_pool(query_hw, factor * 2)
-    assert coarse_hw == (4, 5)
-    members, _ = dense_pool(key_hw, 2)
-    key_sum = (members > 0).double().T  # (63, 20): key j -> its 2 x 2 window
-    a = pool @ p.double()
-    for l, (psi, theta) in enumerate(((mixes[0], mixes[1]), (mixes[2], mixes[3]))):
-        a = a @ per_head(theta, key_hw)
-        square = a @ key_sum
-        for psi_l, _ in ((mixes[0], None), (mixes[2], None))[:l + 1]:
-            square = per_head(psi_l, coarse_hw) @ square
-        assert got[l].shape == (2, heads, 20, 20)
-        assert torch.allclose(got[l].double(), square, atol=1e-5)
-        assert torch.allclose(got[l].sum(-1), torch.ones(2, heads, 20), atol=1e-5)  # still distributions
