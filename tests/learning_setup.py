@@ -36,8 +36,9 @@ def coco_data_options(data_root: str) -> List[str]:
             f'test_evaluator.ann_file={ann}']
 
 
-def ade_data_options(data_root: str) -> List[str]:
-    """--cfg-options that point a shapes UperNet (or classification) config at its data folder."""
+def data_root_options(data_root: str) -> List[str]:
+    """--cfg-options that point the train/val/test dataloaders of a config whose datasets take a data_root (the
+    shapes UperNet and classification configs) at one folder."""
     return [f'{split}_dataloader.dataset.data_root={data_root}' for split in ('train', 'val', 'test')]
 
 
@@ -62,8 +63,8 @@ class LearningTask:
 DET = LearningTask(config='configs/lavit/maskrcnn_lavit_t_shapes.py', metrics=('coco/bbox_mAP', 'coco/segm_mAP'),
                    prepare_data=_coco_data, data_options=coco_data_options)
 SEG = LearningTask(config='configs/lavit/upernet_lavit_t_shapes.py', metrics=('mIoU', ), prepare_data=_ade_data,
-                   data_options=ade_data_options)
+                   data_options=data_root_options)
 # 160 iterations of 16 images (800 training images, 3.2 epochs), evaluated on 200 held-out images
 CLS = LearningTask(config='configs/lavit/lavit_t_cls_shapes.py', metrics=('accuracy/top1', ),
-                   prepare_data=_imagenet_data, data_options=ade_data_options)
+                   prepare_data=_imagenet_data, data_options=data_root_options)
 TASKS = dict(det=DET, seg=SEG, cls=CLS)

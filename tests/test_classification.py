@@ -18,7 +18,6 @@ from vitattn_mm import CBViT, DiagonalityPreservingLoss, LaViT
 from vitattn_mm.datasets.shapes import SHAPE_CLASSES, check_imagenet_root, ensure_imagenet, read_meta
 from vitattn_mm.engine import AuxiliaryLossHook
 
-CLS_CONFIG = CLS.config
 # The learning run (learning_setup.CLS, one torch thread): the config's schedule, LaViT-T from scratch, 160 iterations
 # of 16 images (800 training images, 3.2 epochs), evaluated on 200 held-out images. Chance is 25% (balanced
 # classes). Measured over seeds 0, 1, 2 with `python tools/analysis/learning_thresholds.py cls` (Intel Xeon, 2 cores;
@@ -27,7 +26,6 @@ CLS_CONFIG = CLS.config
 #   backbone frozen at random init (only the linear head learns) 75.0 / 77.2 / 79.5
 # The class colour families make much of the task a colour lookup, hence the high frozen baseline. The threshold
 # lies halfway between the two groups: +6.5 above the best frozen run, -6.5 below the worst trained one.
-LEARN_ITERS = 160
 MIN_ACCURACY = 86.0
 
 
@@ -141,7 +139,9 @@ def trained_classifier(tmp_path_factory):
     work_dir = str(folder / 'work')
     proc = run_tool(['tools/train.py', CLS.config, '--work-dir', work_dir, '--cfg-options',
                      *CLS.options(root, seed=0)], env=RUN_ENV)
-    return types.SimpleNamespace(root=root, work_dir=work_dir, data=CLS.data_options(root),
+    with open(osp.join(work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    return types.SimpleNamespace(root=root, work_dir=work_dir, checkpoint=checkpoint, data=CLS.data_options(root),
                                  log=proc.stdout + proc.stderr)
 
 
@@ -169,8 +169,8 @@ def test_lavit_t_classifier_learns_shapes(trained_classifier):
 def test_classifier_checkpoint_tests_and_feeds_the_detector(trained_classifier, tmp_path):
     """tools/test.py serves the mmpretrain config; extract_backbone turns the classifier checkpoint into LaViT-T
     weights that the shapes Mask R-CNN config loads."""
-    ckpt = osp.join(trained_classifier.work_dir, f'iter_{LEARN_ITERS}.pth')
-    proc = run_tool(['tools/test.py', CLS_CONFIG, ckpt, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
+    ckpt = trained_classifier.checkpoint
+    proc = run_tool(['tools/test.py', CLS.config, ckpt, '--work-dir', str(tmp_path / 'test'), '--cfg-options',
                      *trained_classifier.data])
     logged = last_metrics(trained_classifier.work_dir)['accuracy/top1']  # the training run's own evaluation
     assert printed_metric(proc.stdout + proc.stderr, 'accuracy/top1') == pytest.approx(logged, abs=1e-3)

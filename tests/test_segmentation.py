@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 from helpers import NO_VALIDATION, ROOT, last_metrics, logged_iterations, printed_metric, run_tool
-from learning_setup import SEG, RUN_ENV, ade_data_options
+from learning_setup import SEG, RUN_ENV, data_root_options
 
 # A run that hangs is stopped after this many seconds: at least 3x the slowest run we measured.
 HANG_TIMEOUT = 3600
@@ -69,7 +69,7 @@ def test_test_tools_reproduce_the_training_evaluation_and_demo(trained, tmp_path
     """Our tools/test.py and mmseg's own tools/test.py give the mIoU that the training run's evaluation logged."""
     work_dir, checkpoint = trained
     logged = last_metrics(work_dir)['mIoU']
-    data = ['--cfg-options', *ade_data_options(shapes_ade)]
+    data = ['--cfg-options', *data_root_options(shapes_ade)]
     ours = run_tool(['tools/test.py', SEG.config, checkpoint, '--work-dir', str(tmp_path / 'ours'), *data])
     import mmseg
     mmseg_test = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
@@ -84,7 +84,7 @@ def test_test_tools_reproduce_the_training_evaluation_and_demo(trained, tmp_path
 # Short runs that test training mechanics: LaViT-T, batch 2 (UperNet's BatchNorm needs 2 images), every iteration
 # logged, a checkpoint every 2 iterations.
 def short_run_options(data_root, iters, seed=1):
-    return ['--cfg-options', *ade_data_options(data_root), *NO_VALIDATION, f'train_cfg.max_iters={iters}',
+    return ['--cfg-options', *data_root_options(data_root), *NO_VALIDATION, f'train_cfg.max_iters={iters}',
             'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1',
             'train_dataloader.batch_size=2', f'randomness.seed={seed}']
 
