@@ -1,7 +1,7 @@
 """The report: targets (issue 10), markdown tables, the latency-against-size PNG."""
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterable, List, Optional, Sequence
 
 import torch
 
@@ -117,6 +117,13 @@ def plot_latency_curve(curve: dict, path: Path, machine: str) -> None:
     plt.close(fig)
 
 
+def _table(header: Sequence[str], rows: Iterable[Sequence], align: Optional[str] = None) -> List[str]:
+    """A markdown table's lines. ``align``: 'l' or 'r' per column (default: the first left, the others right)."""
+    align = align or 'l' + 'r' * (len(header) - 1)
+    return ['| ' + ' | '.join(header) + ' |', '|' + ''.join('---|' if a == 'l' else '---:|' for a in align)] + [
+        '| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+
+
 def render_markdown(results: dict) -> str:
     out = []
     a = results['args']
@@ -144,20 +151,20 @@ def render_markdown(results: dict) -> str:
         h, w = parse_size(size)
         out.append(f'### Input {w}x{h} (H={h}, W={w})')
         out.append('')
-        out.append('| model | params (M) | GFLOPs | GFLOPs / PVTv2-b2 | latency median (s) | min-max (s) | '
-                   'latency / PVTv2-b2 | forward peak RSS increase (MiB) | process peak RSS (MiB) | '
-                   'aten ops / forward |')
-        out.append('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|')
         ref = per_model.get(REFERENCE, {})
-        for name, r in per_model.items():
+
+        def size_row(name, r):
             lat = r.get('latency_median_s')
             spread = (f"{min(r['latency_s']):.3f}-{max(r['latency_s']):.3f}" if r.get('latency_s') else '-')
-            out.append(
-                f"| {label(name)} | {_fmt(results['params_m'].get(name))} | {_fmt(r.get('gmacs'))} | "
-                f"{_fmt(_ratio(r.get('gmacs'), ref.get('gmacs')))} | {_fmt(lat, 3)} | {spread} | "
-                f"{_fmt(_ratio(lat, ref.get('latency_median_s')))} | "
-                f"{_fmt(r.get('memory', {}).get('first_forward_increase_mib'), 0)} | "
-                f"{_fmt(r.get('memory', {}).get('first_peak_rss_mib'), 0)} | {r.get('aten_calls', '-')} |")
+            memory = r.get('memory', {})
+            return (label(name), _fmt(results['params_m'].get(name)), _fmt(r.get('gmacs')),
+                    _fmt(_ratio(r.get('gmacs'), ref.get('gmacs'))), _fmt(lat, 3), spread,
+                    _fmt(_ratio(lat, ref.get('latency_median_s'))),
+                    _fmt(memory.get('first_forward_increase_mib'), 0), _fmt(memory.get('first_peak_rss_mib'), 0),
+                    r.get('aten_calls', '-'))
+        out += _table(['model', 'params (M)', 'GFLOPs', 'GFLOPs / PVTv2-b2', 'latency median (s)', 'min-max (s)',
+                       'latency / PVTv2-b2', 'forward peak RSS increase (MiB)', 'process peak RSS (MiB)',
+                       'aten ops / forward'], (size_row(name, r) for name, r in per_model.items()))
         out.append('')
         pairs = [(a, b) for a, b in TWINS.items() if {a, b} <= set(per_model)]
         if pairs:
@@ -176,11 +183,9 @@ def render_markdown(results: dict) -> str:
     if results.get('targets'):
         out.append('### Targets')
         out.append('')
-        out.append('| target | verdict | figures |')
-        out.append('|---|---|---|')
-        for t in results['targets']:
-            verdict = '-' if t['met'] is None else ('met' if t['met'] else 'MISSED')
-            out.append(f"| {t['target']} | {verdict} | {t['figures']} |")
+        out += _table(['target', 'verdict', 'figures'],
+                      ((t['target'], '-' if t['met'] is None else ('met' if t['met'] else 'MISSED'), t['figures'])
+                       for t in results['targets']), align='lll')
         out.append('')
     for key, tr in results.get('train', {}).items():
         out.append(f"### Training step (forward + backward), {key} (batch x H x W)")
@@ -189,14 +194,13 @@ def render_markdown(results: dict) -> str:
                    f"median of {tr['repeats']} round-robin steps after {tr['warmup']} warm-up. Memory: peak RSS "
                    f"increase during the first step in a fresh process.")
         out.append('')
-        out.append('| model | step median (s) | min-max (s) | step / PVTv2-b2 | step peak RSS increase (MiB) |')
-        out.append('|---|---:|---:|---:|---:|')
         ref = tr['models'].get(REFERENCE, {}).get('step_median_s')
-        for name, r in tr['models'].items():
-            mem = (r.get('memory') or {}).get('first_forward_increase_mib')
-            spread = f"{min(r['step_s']):.3f}-{max(r['step_s']):.3f}" if r.get('step_s') else '-'
-            out.append(f"| {r['label']} | {_fmt(r.get('step_median_s'), 3)} | {spread} | "
-                       f"{_fmt(_ratio(r.get('step_median_s'), ref))} | {_fmt(mem, 0)} |")
+        out += _table(['model', 'step median (s)', 'min-max (s)', 'step / PVTv2-b2', 'step peak RSS increase (MiB)'],
+                      ((r['label'], _fmt(r.get('step_median_s'), 3),
+                        f"{min(r['step_s']):.3f}-{max(r['step_s']):.3f}" if r.get('step_s') else '-',
+                        _fmt(_ratio(r.get('step_median_s'), ref)),
+                        _fmt((r.get('memory') or {}).get('first_forward_increase_mib'), 0))
+                       for r in tr['models'].values()))
         out.append('')
     curve = results.get('curve')
     if curve:
@@ -205,23 +209,18 @@ def render_markdown(results: dict) -> str:
         if curve.get('png'):
             out.append(f"![latency against input size]({curve['png']})")
             out.append('')
-        out.append('| model | ' + ' | '.join(f"{parse_size(s)[1]}x{parse_size(s)[0]}" for s in curve['sizes'])
-                   + ' |')
-        out.append('|---|' + '---:|' * len(curve['sizes']))
-        for name in curve['models']:
-            out.append(f'| {label(name)} | ' + ' | '.join(_fmt(curve['latency'][s].get(name), 3)
-                                                          for s in curve['sizes']) + ' |')
+        out += _table(['model'] + [f"{parse_size(s)[1]}x{parse_size(s)[0]}" for s in curve['sizes']],
+                      ([label(name)] + [_fmt(curve['latency'][s].get(name), 3) for s in curve['sizes']]
+                       for name in curve['models']))
         out.append('')
     ffn = results.get('mixffn')
     if ffn:
         out.append(f"### Mix-FFN variants (LaViT-S / PVTv2-b2 stage 1: 64 -> 512 -> 64 channels, grid "
                    f"{ffn['grid'][0]}x{ffn['grid'][1]}, image {ffn['size']} (HxW))")
         out.append('')
-        out.append('| variant | median (ms) | relative to ours | max abs difference to ours |')
-        out.append('|---|---:|---:|---:|')
-        for r in ffn['rows']:
-            out.append(f"| {r['variant']} | {1000 * r['seconds']:.1f} | {r['relative']:.2f} | "
-                       f"{r['max_abs_diff']:.1e} |")
+        out += _table(['variant', 'median (ms)', 'relative to ours', 'max abs difference to ours'],
+                      ((r['variant'], f"{1000 * r['seconds']:.1f}", f"{r['relative']:.2f}", f"{r['max_abs_diff']:.1e}")
+                       for r in ffn['rows']))
         if ffn.get('compile_s') is not None:
             out.append('')
             out.append(f"Compiling the MixFFN took {ffn['compile_s']:.1f} s (first call).")
@@ -230,11 +229,11 @@ def render_markdown(results: dict) -> str:
     if comp:
         out.append(f"### `torch.compile` (inductor, CPU) of whole backbones at {comp['size']} (HxW)")
         out.append('')
-        out.append('| model | eager (s) | compiled (s) | compiled / eager | compile time (s) | max abs difference |')
-        out.append('|---|---:|---:|---:|---:|---:|')
-        for name, r in comp['models'].items():
-            out.append(f"| {label(name)} | {r['eager_s']:.3f} | {r['compiled_s']:.3f} | "
-                       f"{r['compiled_s'] / r['eager_s']:.2f} | {r['compile_s']:.0f} | {r['max_abs_diff']:.1e} |")
+        out += _table(['model', 'eager (s)', 'compiled (s)', 'compiled / eager', 'compile time (s)',
+                       'max abs difference'],
+                      ((label(name), f"{r['eager_s']:.3f}", f"{r['compiled_s']:.3f}",
+                        f"{r['compiled_s'] / r['eager_s']:.2f}", f"{r['compile_s']:.0f}", f"{r['max_abs_diff']:.1e}")
+                       for name, r in comp['models'].items()))
         out.append('')
     micro = results.get('micro')
     if micro:
@@ -245,10 +244,9 @@ def render_markdown(results: dict) -> str:
                    f"median of {micro['repeats']} round-robin runs. 'VA attention' = QK^T + softmax + AV = "
                    f"{1000 * micro['va_attention']:.1f} ms.")
         out.append('')
-        out.append('| operation | median (ms) | share of VA attention |')
-        out.append('|---|---:|---:|')
-        for r in micro['rows']:
-            out.append(f"| {r['op']} | {1000 * r['seconds']:.1f} | {100 * r['fraction_of_va']:.1f}% |")
+        out += _table(['operation', 'median (ms)', 'share of VA attention'],
+                      ((r['op'], f"{1000 * r['seconds']:.1f}", f"{100 * r['fraction_of_va']:.1f}%")
+                       for r in micro['rows']))
         out.append('')
         out.append(f"Stage carry relative to a VA layer's attention: 'prob' {100 * micro['carry_fraction']['prob']:.1f}%, "
                    f"'logit' {100 * micro['carry_fraction']['logit']:.1f}%.")
@@ -261,14 +259,12 @@ def render_markdown(results: dict) -> str:
     if ver:
         out.append('### FLOP counter check (hand counts, one attention module, 256x256 input)')
         out.append('')
-        out.append('| case | counted GMACs | hand count GMACs | attention products counted / hand | '
-                   'uncounted matmul-like ops |')
-        out.append('|---|---:|---:|---:|---|')
-        for r in ver:
-            prod = '-' if r['counted_products'] is None else f"{r['counted_products'] / 1e9:.4f} / " \
-                                                            f"{r['hand_products'] / 1e9:.4f}"
-            out.append(f"| {r['case']} | {r['counted'] / 1e9:.4f} | {r['hand'] / 1e9:.4f} | {prod} | "
-                       f"{', '.join(r['uncounted']) or 'none'} |")
+        out += _table(['case', 'counted GMACs', 'hand count GMACs', 'attention products counted / hand',
+                       'uncounted matmul-like ops'],
+                      ((r['case'], f"{r['counted'] / 1e9:.4f}", f"{r['hand'] / 1e9:.4f}",
+                        '-' if r['counted_products'] is None
+                        else f"{r['counted_products'] / 1e9:.4f} / {r['hand_products'] / 1e9:.4f}",
+                        ', '.join(r['uncounted']) or 'none') for r in ver), align='lrrrl')
         out.append('')
     missed = {f"{MODEL_ZOO[n][0]} @ {s}": r['uncounted_matmul_like_ops']
               for s, pm in results['per_size'].items() for n, r in pm.items() if r.get('uncounted_matmul_like_ops')}
@@ -278,13 +274,11 @@ def render_markdown(results: dict) -> str:
     for name, prof in results.get('profiles', {}).items():
         out.append(f"### Where the time goes: {label(name)} at {prof['size']} (one forward)")
         out.append('')
-        out.append('| module kind | seconds | share |')
-        out.append('|---|---:|---:|')
         total = prof['modules']['total']
-        for kind, t in sorted(prof['modules'].items(), key=lambda kv: -kv[1]):
-            if kind != 'total':
-                out.append(f'| {kind} | {t:.3f} | {100 * t / total:.1f}% |')
-        out.append(f'| total | {total:.3f} | 100% |')
+        parts = sorted(((k, t) for k, t in prof['modules'].items() if k != 'total'), key=lambda kv: -kv[1])
+        out += _table(['module kind', 'seconds', 'share'],
+                      [(kind, f'{t:.3f}', f'{100 * t / total:.1f}%') for kind, t in parts]
+                      + [('total', f'{total:.3f}', '100%')])
         out.append('')
         out.append('Operators by self CPU time (`torch.profiler`):')
         out.append('')
