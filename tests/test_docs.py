@@ -590,3 +590,17 @@ def test_model_zoo_has_one_row_per_config():
     assert not missing and not extra and len(rows) == len(set(rows)), (
         f'docs/model_zoo.md is out of date (missing rows: {missing}, rows of configs that do not exist: {extra}); '
         f'run: python tools/analysis/model_zoo.py --out docs/model_zoo.md')
+
+
+def test_benchmark_tables_render_from_their_raw_numbers():
+    """The generated section of docs/benchmarks.md is what tools/analysis/benchmark_backbones.py renders from
+    docs/benchmarks.json (so the tables, ratios and target verdicts there follow from the recorded measurements)."""
+    import json
+    import sys
+    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+    from backbone_bench.report import MARK_BEGIN, MARK_END, evaluate_targets, render_markdown
+    results = json.loads(read('docs/benchmarks.json'))
+    results['targets'] = evaluate_targets(results)
+    text = read('docs/benchmarks.md')
+    section = text.split(MARK_BEGIN.format(section='main'), 1)[1].split(MARK_END.format(section='main'), 1)[0]
+    assert section.strip() == render_markdown(results).strip()
