@@ -32,8 +32,9 @@ from pathlib import Path
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+for path in (REPO_ROOT, Path(__file__).resolve().parent):  # the package; the benchmark tool's report beside us
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
 
 PARTS = ('data', 'preprocess', 'backbone forward', 'neck forward', 'heads forward', 'heads + neck backward',
          'backbone backward', 'optimizer')
@@ -43,7 +44,6 @@ class StepTimer:
     """Times the parts of one training iteration of a detector or segmentor (see the module docstring)."""
 
     def __init__(self, model):
-        self.model = model
         self.marks = {}
         self._handles = [model.backbone.register_forward_pre_hook(self._mark('backbone start')),
                          model.backbone.register_forward_hook(self._backbone_done)]
@@ -66,15 +66,15 @@ class StepTimer:
 
     def parts(self, t) -> dict:
         m = self.marks
+        backbone = m['backbone end'] - m['backbone start']
         neck = m['neck end'] - m['neck start'] if 'neck start' in m else 0.0
         bwd_split = m.get('backbone backward start', t['backward end'])
         return {
             'data': t['data end'] - t['start'],
             'preprocess': t['forward start'] - t['data end'],
-            'backbone forward': m['backbone end'] - m['backbone start'],
+            'backbone forward': backbone,
             'neck forward': neck,
-            'heads forward': (t['forward end'] - t['forward start']) - (m['backbone end'] - m['backbone start'])
-            - neck,
+            'heads forward': t['forward end'] - t['forward start'] - backbone - neck,
             'heads + neck backward': bwd_split - t['forward end'],
             'backbone backward': t['backward end'] - bwd_split,
             'optimizer': t['end'] - t['backward end'],
@@ -137,9 +137,11 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='as for tools/train.py')
     args = parser.parse_args(argv)
 
+    from backbone_bench.report import markdown_table
+
     from vitattn_mm.utils.machine import cpu_name
-    torch.manual_seed(0)
     from vitattn_mm.utils.run import report_and_exit
+    torch.manual_seed(0)
     with report_and_exit():  # a missing dataset or a bad option: one paragraph and exit status 2, as tools/train.py
         cfg, model, optim_wrapper, loader = build(args.config, args.cfg_options)
     timer = StepTimer(model)
@@ -158,12 +160,10 @@ def main(argv=None):
         medians[n]['total'] = statistics.median(sum(s.values()) for s in samples[n])
 
     print(f'\nmedian of {args.iters} iterations per setting (seconds; {cpu_name()})\n')
-    print('| part | ' + ' | '.join(f'{n} thread{"s" * (n > 1)}' for n in args.threads) + ' |')
-    print('|---|' + '---:|' * len(args.threads))
-    for part in (*PARTS, 'total'):
-        cells = [f'{medians[n][part]:.3f} ({100 * medians[n][part] / medians[n]["total"]:.0f}%)'
-                 if part != 'total' else f'**{medians[n][part]:.3f}**' for n in args.threads]
-        print(f'| {part} | ' + ' | '.join(cells) + ' |')
+    rows = [[part] + [f'{medians[n][part]:.3f} ({100 * medians[n][part] / medians[n]["total"]:.0f}%)'
+                      for n in args.threads] for part in PARTS]
+    rows.append(['total'] + [f'**{medians[n]["total"]:.3f}**' for n in args.threads])
+    print('\n'.join(markdown_table(['part'] + [f'{n} thread{"s" * (n > 1)}' for n in args.threads], rows)))
 
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

@@ -117,7 +117,7 @@ def plot_latency_curve(curve: dict, path: Path, machine: str) -> None:
     plt.close(fig)
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence], align: Optional[str] = None) -> List[str]:
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence], align: Optional[str] = None) -> List[str]:
     """A markdown table's lines. ``align``: 'l' or 'r' per column (default: the first left, the others right)."""
     align = align or 'l' + 'r' * (len(header) - 1)
     return ['| ' + ' | '.join(header) + ' |', '|' + ''.join('---|' if a == 'l' else '---:|' for a in align)] + [
@@ -162,7 +162,7 @@ def render_markdown(results: dict) -> str:
                     _fmt(_ratio(lat, ref.get('latency_median_s'))),
                     _fmt(memory.get('first_forward_increase_mib'), 0), _fmt(memory.get('first_peak_rss_mib'), 0),
                     r.get('aten_calls', '-'))
-        out += _table(['model', 'params (M)', 'GFLOPs', 'GFLOPs / PVTv2-b2', 'latency median (s)', 'min-max (s)',
+        out += markdown_table(['model', 'params (M)', 'GFLOPs', 'GFLOPs / PVTv2-b2', 'latency median (s)', 'min-max (s)',
                        'latency / PVTv2-b2', 'forward peak RSS increase (MiB)', 'process peak RSS (MiB)',
                        'aten ops / forward'], (size_row(name, r) for name, r in per_model.items()))
         out.append('')
@@ -183,7 +183,7 @@ def render_markdown(results: dict) -> str:
     if results.get('targets'):
         out.append('### Targets')
         out.append('')
-        out += _table(['target', 'verdict', 'figures'],
+        out += markdown_table(['target', 'verdict', 'figures'],
                       ((t['target'], '-' if t['met'] is None else ('met' if t['met'] else 'MISSED'), t['figures'])
                        for t in results['targets']), align='lll')
         out.append('')
@@ -195,7 +195,7 @@ def render_markdown(results: dict) -> str:
                    f"increase during the first step in a fresh process.")
         out.append('')
         ref = tr['models'].get(REFERENCE, {}).get('step_median_s')
-        out += _table(['model', 'step median (s)', 'min-max (s)', 'step / PVTv2-b2', 'step peak RSS increase (MiB)'],
+        out += markdown_table(['model', 'step median (s)', 'min-max (s)', 'step / PVTv2-b2', 'step peak RSS increase (MiB)'],
                       ((r['label'], _fmt(r.get('step_median_s'), 3),
                         f"{min(r['step_s']):.3f}-{max(r['step_s']):.3f}" if r.get('step_s') else '-',
                         _fmt(_ratio(r.get('step_median_s'), ref)),
@@ -209,7 +209,7 @@ def render_markdown(results: dict) -> str:
         if curve.get('png'):
             out.append(f"![latency against input size]({curve['png']})")
             out.append('')
-        out += _table(['model'] + [f"{parse_size(s)[1]}x{parse_size(s)[0]}" for s in curve['sizes']],
+        out += markdown_table(['model'] + [f"{parse_size(s)[1]}x{parse_size(s)[0]}" for s in curve['sizes']],
                       ([label(name)] + [_fmt(curve['latency'][s].get(name), 3) for s in curve['sizes']]
                        for name in curve['models']))
         out.append('')
@@ -218,7 +218,7 @@ def render_markdown(results: dict) -> str:
         out.append(f"### Mix-FFN variants (LaViT-S / PVTv2-b2 stage 1: 64 -> 512 -> 64 channels, grid "
                    f"{ffn['grid'][0]}x{ffn['grid'][1]}, image {ffn['size']} (HxW))")
         out.append('')
-        out += _table(['variant', 'median (ms)', 'relative to ours', 'max abs difference to ours'],
+        out += markdown_table(['variant', 'median (ms)', 'relative to ours', 'max abs difference to ours'],
                       ((r['variant'], f"{1000 * r['seconds']:.1f}", f"{r['relative']:.2f}", f"{r['max_abs_diff']:.1e}")
                        for r in ffn['rows']))
         if ffn.get('compile_s') is not None:
@@ -229,7 +229,7 @@ def render_markdown(results: dict) -> str:
     if comp:
         out.append(f"### `torch.compile` (inductor, CPU) of whole backbones at {comp['size']} (HxW)")
         out.append('')
-        out += _table(['model', 'eager (s)', 'compiled (s)', 'compiled / eager', 'compile time (s)',
+        out += markdown_table(['model', 'eager (s)', 'compiled (s)', 'compiled / eager', 'compile time (s)',
                        'max abs difference'],
                       ((label(name), f"{r['eager_s']:.3f}", f"{r['compiled_s']:.3f}",
                         f"{r['compiled_s'] / r['eager_s']:.2f}", f"{r['compile_s']:.0f}", f"{r['max_abs_diff']:.1e}")
@@ -244,7 +244,7 @@ def render_markdown(results: dict) -> str:
                    f"median of {micro['repeats']} round-robin runs. 'VA attention' = QK^T + softmax + AV = "
                    f"{1000 * micro['va_attention']:.1f} ms.")
         out.append('')
-        out += _table(['operation', 'median (ms)', 'share of VA attention'],
+        out += markdown_table(['operation', 'median (ms)', 'share of VA attention'],
                       ((r['op'], f"{1000 * r['seconds']:.1f}", f"{100 * r['fraction_of_va']:.1f}%")
                        for r in micro['rows']))
         out.append('')
@@ -259,7 +259,7 @@ def render_markdown(results: dict) -> str:
     if ver:
         out.append('### FLOP counter check (hand counts, one attention module, 256x256 input)')
         out.append('')
-        out += _table(['case', 'counted GMACs', 'hand count GMACs', 'attention products counted / hand',
+        out += markdown_table(['case', 'counted GMACs', 'hand count GMACs', 'attention products counted / hand',
                        'uncounted matmul-like ops'],
                       ((r['case'], f"{r['counted'] / 1e9:.4f}", f"{r['hand'] / 1e9:.4f}",
                         '-' if r['counted_products'] is None
@@ -276,7 +276,7 @@ def render_markdown(results: dict) -> str:
         out.append('')
         total = prof['modules']['total']
         parts = sorted(((k, t) for k, t in prof['modules'].items() if k != 'total'), key=lambda kv: -kv[1])
-        out += _table(['module kind', 'seconds', 'share'],
+        out += markdown_table(['module kind', 'seconds', 'share'],
                       [(kind, f'{t:.3f}', f'{100 * t / total:.1f}%') for kind, t in parts]
                       + [('total', f'{total:.3f}', '100%')])
         out.append('')
