@@ -27,6 +27,7 @@ sys.path.insert(0, osp.join(ROOT, 'tests'))
 sys.path.insert(0, ROOT)
 
 import learning_setup  # noqa: E402
+from backbone_bench.report import markdown_table  # noqa: E402
 
 from vitattn_mm.utils.machine import cpu_name  # noqa: E402
 
@@ -51,6 +52,7 @@ def main(argv=None):
     setup = learning_setup.TASKS[args.task]
     with tempfile.TemporaryDirectory() as tmp:
         data_root = setup.prepare_data(args.data_root or osp.join(tmp, 'data'))
+
         def run(variant, seed):
             work_dir = osp.join(tmp, f'{variant}_{seed}')
             extra = ['model.backbone.frozen_stages=4'] if variant == 'frozen' else []
@@ -73,15 +75,16 @@ def main(argv=None):
 
     print(f'\n{args.task}: {setup.config} {" ".join(setup.options("DATA", "SEED"))}')
     print(f'CPU: {cpu_name()}, {os.cpu_count()} logical CPUs\n')
-    print('| variant | metric | min | mean | max | seconds per run (mean) |')
-    print('|---|---|---:|---:|---:|---:|')
+    table = []
     for variant in args.variants:
         sel = [r for r in rows if r['variant'] == variant]
         secs = sum(r['seconds'] for r in sel) / len(sel)
         for key in setup.metrics:
             vals = [r[key] for r in sel]
-            print(f'| {variant} | {key} | {min(vals):.4g} | {sum(vals) / len(vals):.4g} | {max(vals):.4g} | '
-                  f'{secs:.0f} |')
+            table.append((variant, key, f'{min(vals):.4g}', f'{sum(vals) / len(vals):.4g}', f'{max(vals):.4g}',
+                          f'{secs:.0f}'))
+    print('\n'.join(markdown_table(['variant', 'metric', 'min', 'mean', 'max', 'seconds per run (mean)'], table,
+                                    align='llrrrr')))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(task=args.task, cpu=cpu_name(), rows=rows), f, indent=1)
