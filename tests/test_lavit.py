@@ -158,6 +158,7 @@ def test_uncollected_dp_loss_is_an_error():
     (dict(attention_kind='sparse'), 'attention_kind'),
     (dict(drop_path_rate=1.5), 'drop_path_rate'),
     (dict(la_kernel_size=4), 'kernel_size'),
+    (dict(ffn_band_values=-1), 'band_values'),
     (dict(arch=dict(TINY_LAVIT, num_vanilla=[3, 2, 3, 2]), dp_loss=dict(type='DiagonalityPreservingLoss')),
      'no less-attention layer'),
 ])
@@ -247,3 +248,47 @@ def test_bfloat16_autocast_forward_and_backward(kind='prob'):
     loss.backward()
     grads = [p.grad for n, p in model.named_parameters() if n.endswith('kernel_logits')]
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.parametrize('hw, batch', [((13, 9), 1), ((7, 5), 2), ((33, 17), 3)])
+def test_mix_ffn_in_bands_equals_one_pass(hw, batch):
+    """Inference in bands of grid rows (halo for the 3x3 convolution) gives the one-pass result, down to one row
+    per band, at odd sizes and batch sizes; training is one pass whatever the setting."""
+    from vitattn_mm.models.layers.mlp import MixFFN
+    ffn = MixFFN(8, 24, band_values=None).eval()
+    x = torch.randn(batch, hw[0] * hw[1], 8)
+    with torch.no_grad():
+        ref = ffn(x, hw)
+        for values in (1, 24 * batch * hw[1] * 2, 24 * batch * hw[1] * 5):
+            ffn.band_values = values
+            assert ffn._band_rows(batch * 24, hw) < hw[0]
+            assert torch.allclose(ffn(x, hw), ref, atol=1e-6), values
+    assert torch.allclose(ffn.train()(x, hw), ref, atol=1e-6)
+
+
+def test_backbone_output_is_the_same_with_and_without_ffn_bands():
+    banded, plain = build(ffn_band_values=512).eval(), build(ffn_band_values=None).eval()
+    plain.load_state_dict(banded.state_dict())
+    x = torch.randn(1, 3, 75, 90)
+    with torch.no_grad():
+        for a, b in zip(banded(x), plain(x)):
+            assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_inference_frees_a_stages_attention_once_it_is_carried():
+    """The stage's full-size matrix is released by the downsampling (peak memory at detection sizes), unless a
+    forward hook holds the stage's attention, which then stays readable."""
+    import weakref
+    model = build().eval()
+    matrix, alive = [], []
+    model.stages[0].blocks[-1].attn.register_forward_hook(lambda m, a, o: matrix.append(weakref.ref(o[1].matrix)))
+    model.attention_downsamples[0].register_forward_hook(lambda m, a, o: alive.append(matrix[-1]() is not None))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        model(x)
+    assert alive == [False]
+    held = []
+    model.stages[0].blocks[-1].attn.register_forward_hook(lambda m, a, o: held.append(o[1]))
+    with torch.no_grad():
+        model(x)
+    assert alive == [False, True] and held[0].probabilities().shape[-2:] == (16 * 16, 2 * 2)

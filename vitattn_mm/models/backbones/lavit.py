@@ -13,6 +13,7 @@ from ..layers.attention_downsample import ResidualAttentionDownsample
 from ..layers.attention_map import ATTENTION_KINDS, AttentionMap, AttentionResidual
 from ..layers.context_broadcast import ContextBroadcast
 from ..layers.less_attention import LessAttention
+from ..layers.mlp import BAND_VALUES as FFN_BAND_VALUES
 from ..layers.mlp import MixFFN
 from ..layers.patch_embed import OverlapPatchEmbed
 from ..utils.checkpoint import StateDict
@@ -34,7 +35,7 @@ class LaViTBlock(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, less_attention: bool,
                  attention_kind: str, la_kernel_size: int, qkv_bias: bool, drop_path: float,
-                 context_broadcast: bool):
+                 context_broadcast: bool, ffn_band_values: Optional[int] = FFN_BAND_VALUES):
         super().__init__()
         self.less_attention = less_attention
         self.norm1 = nn.LayerNorm(dim, eps=NORM_EPS)
@@ -44,7 +45,7 @@ class LaViTBlock(nn.Module):
             self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias, attention_kind)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=NORM_EPS)
-        self.mlp = MixFFN(dim, int(dim * mlp_ratio))
+        self.mlp = MixFFN(dim, int(dim * mlp_ratio), ffn_band_values)
         self.cb = ContextBroadcast() if context_broadcast else nn.Identity()
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int],
@@ -96,6 +97,8 @@ class LaViT(PyramidBackbone):
             attention downsampling into them); 0 freezes only the first patch embedding.
         norm_eval: keep BatchNorm layers in eval mode (LaViT itself uses LayerNorm only; for config parity).
         with_cp: activation checkpointing per block.
+        ffn_band_values: in inference each Mix-FFN computes its hidden layer in bands of grid rows of about this many
+            values (same results; faster and less memory at detection sizes, see :class:`MixFFN`); ``None``: one pass.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
     """
 
@@ -128,6 +131,7 @@ class LaViT(PyramidBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 ffn_band_values: Optional[int] = FFN_BAND_VALUES,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
         self.arch = self._resolve_arch(arch)
@@ -147,7 +151,8 @@ class LaViT(PyramidBackbone):
                 LaViTBlock(a['embed_dims'][i], a['num_heads'][i], a['mlp_ratios'][i], self.sr_ratios[i],
                            less_attention=j >= a['num_vanilla'][i], attention_kind=attention_kind,
                            la_kernel_size=la_kernel_size, qkv_bias=qkv_bias, drop_path=next(rates),
-                           context_broadcast=context_broadcast) for j in range(a['depths'][i])
+                           context_broadcast=context_broadcast, ffn_band_values=ffn_band_values)
+                for j in range(a['depths'][i])
             ]
             self.stages.append(LaViTStage(channels, a['embed_dims'][i], self.patch_kernels[i], self.strides[i],
                                           blocks))
@@ -235,7 +240,10 @@ class LaViT(PyramidBackbone):
             tokens, hw = stage.patch_embed(x)
             attn = None
             if carried is not None:
-                attn = self.attention_downsamples[i - 1](carried, hw)
+                # the previous stage's full-size attention is not needed in this stage: the downsampling releases it
+                # as soon as it is pooled (in inference it is then freed, unless a forward hook holds the stage's map)
+                handover, carried = carried.handover(), None
+                attn = self.attention_downsamples[i - 1](handover, hw, release=True)
             for block in stage.blocks:
                 tokens, attn = maybe_checkpoint(block, tokens, hw, attn,
                                                 enabled=self.with_cp and self.training and tokens.requires_grad)

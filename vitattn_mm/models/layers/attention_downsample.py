@@ -36,8 +36,9 @@ class ResidualAttentionDownsample(nn.Module):
         self.head_mix_logits = nn.Parameter(torch.zeros(out_heads, in_heads)) if in_heads > 1 else None
         self.gate_logits = nn.Parameter(torch.full((out_heads, ), math.log(INIT_GATE / (1 - INIT_GATE))))
 
-    def forward(self, attn: AttentionMap, next_query_hw: Tuple[int, int]) -> AttentionResidual:
-        pooled = attn.carried(self.factor)
+    def forward(self, attn: AttentionMap, next_query_hw: Tuple[int, int], release: bool = False) -> AttentionResidual:
+        """``release``: ``attn`` is not used after this call, and its full-size matrix may be freed early."""
+        pooled = attn.carried(self.factor, release=release)
         if pooled.query_hw != tuple(next_query_hw):
             raise RuntimeError(f'pooled attention grid {pooled.query_hw} does not match the next stage grid '
                                f'{tuple(next_query_hw)}')

@@ -96,6 +96,12 @@ class AttentionMap:
     def num_heads(self) -> int:
         return self.matrix.shape[1]
 
+    def handover(self) -> 'AttentionMap':
+        """A second map object over the same matrix (no copy), for a consumer that releases it
+        (``carried(..., release=True)``) while this map stays usable for whoever still holds it."""
+        return AttentionMap(self.matrix, self.query_hw, self.key_hw, self.kind, self.psis, self.thetas,
+                            _grids=(self._psi_grids, self._theta_grids))
+
     def transformed(self, psi: ConvexLocalMix, theta: ConvexLocalMix) -> 'AttentionMap':
         """The attention of a less-attention layer: ``Psi A Theta``."""
         psi_grid, theta_grid = psi.on_grid(self.query_hw), theta.on_grid(self.key_hw)
@@ -156,15 +162,21 @@ class AttentionMap:
             a = theta.columns(a, overwrite=a is not self.matrix)
         return AttentionMap(a, hw, self.key_hw, self.kind)
 
-    def carried(self, factor: int) -> 'AttentionMap':
+    def carried(self, factor: int, release: bool = False) -> 'AttentionMap':
         """The attention handed to the next stage: as :meth:`pooled`, but the Psi act *after* pooling.
 
         One pooling call over the full matrix (all heads at once); the Psi then act on the 4x smaller next-stage
         query grid (their 3x3 neighbourhood spans 2x2 times the area) and the Theta on its key axis, so nothing
         larger than the pooled matrix is created. Theta acts on the key axis and commutes with query pooling, so
         for Theta this is exact. Our approximation; the exact :meth:`pooled` serves the analysis tools.
+
+        ``release``: the caller reads this map no more; its full-size matrix is dropped as soon as it is pooled, so
+        that in inference it is freed before the transforms allocate theirs (the map is unusable afterwards).
         """
         a, hw = pool_rows(self.matrix, self.query_hw, factor)
+        owned = a is not self.matrix  # a new tensor, which the transforms below may overwrite
+        if release:
+            self.matrix = None
         if self._psi_grids:
             b, heads, n, k = a.shape
             inner = a.transpose(1, 2)
@@ -174,8 +186,10 @@ class AttentionMap:
             for psi in self._psi_grids:
                 grid = GridMix(psi.kernel, hw).map_heads(grid)
             a = grid.permute(0, 2, 3, 1).reshape(b, n, heads, k).transpose(1, 2)
+            owned = True
         for theta in self._theta_grids:
-            a = theta.columns(a, overwrite=a is not self.matrix)
+            a = theta.columns(a, overwrite=owned)
+            owned = True
         return AttentionMap(a, hw, self.key_hw, self.kind)
 
     def key_grid_attention(self, factor: int) -> torch.Tensor:

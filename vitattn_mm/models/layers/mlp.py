@@ -1,5 +1,6 @@
 """Feed-forward layers."""
-from typing import Tuple
+import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -7,28 +8,68 @@ import torch.nn as nn
 from ..utils.tokens import map_to_tokens, tokens_as_map
 
 
+# Inference computes MixFFN's hidden layer in bands of grid rows with at most about this many hidden values each
+# (8 MB in float32), so that fc1's output, the convolution's and the GELU stay in the CPU caches between the steps
+# instead of streaming hundred-MB tensors through memory. Our choice: LaViT-S stage 1 at 1333x800 has 34M hidden
+# values (17 bands); the feed-forward took 148 -> 71 ms there and its peak memory fell from 2 x 137 MB to 2 x 8 MB
+# (Intel Xeon, 2 threads; docs/benchmarks.md, "Mix-FFN variants"), with the same numbers (the bands overlap by
+# the convolution's halo). Training keeps one pass.
+BAND_VALUES = 1 << 21
+
+
 class MixFFN(nn.Module):
     """PVTv2's feed-forward: Linear -> 3x3 depthwise conv on the token grid -> GELU -> Linear.
 
     The depthwise convolution gives the tokens their positional information (LaViT, like PVTv2, has no position
     embedding), which also serves the less-attention layers that compute no queries or keys.
+
+    ``band_values``: in inference, the hidden layer runs in bands of grid rows of about this many hidden values
+    (see ``BAND_VALUES``); ``None`` or 0: one pass. Results are the same either way.
     """
 
-    def __init__(self, dim: int, hidden_dim: int):
+    def __init__(self, dim: int, hidden_dim: int, band_values: Optional[int] = BAND_VALUES):
         super().__init__()
+        if band_values is not None and (not isinstance(band_values, int) or band_values < 0):
+            raise ValueError(f'band_values must be a non-negative int or None (one pass), got {band_values!r}')
+        self.band_values = band_values
         self.fc1 = nn.Linear(dim, hidden_dim)
         self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, padding=1, groups=hidden_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        x = self.fc1(x)
-        x = map_to_tokens(self.dwconv(tokens_as_map(x, hw)))[0]
         if torch.is_grad_enabled() and x.requires_grad:
-            return self.fc2(self.act(x))
+            return self.fc2(self.act(map_to_tokens(self.dwconv(tokens_as_map(self.fc1(x), hw)))[0]))
+        rows = self._band_rows(x.shape[0] * self.fc1.out_features, hw)
+        if rows < hw[0]:
+            return self._forward_in_bands(x, hw, rows)
         # inference: GELU written over the convolution's output (same kernel, same numbers), which saves allocating
         # a second hidden-size tensor (8x the tokens' size in stage 1); measured in docs/benchmarks.md (Mix-FFN)
-        return self.fc2(torch.ops.aten.gelu_(x, approximate=self.act.approximate))
+        hidden = map_to_tokens(self.dwconv(tokens_as_map(self.fc1(x), hw)))[0]
+        return self.fc2(torch.ops.aten.gelu_(hidden, approximate=self.act.approximate))
+
+    def _band_rows(self, values_per_token: int, hw: Tuple[int, int]) -> int:
+        """Grid rows per band: equal bands of at most about ``band_values`` hidden values (all rows: one pass)."""
+        if not self.band_values:
+            return hw[0]
+        bands = min(hw[0], math.ceil(hw[0] * hw[1] * values_per_token / self.band_values))
+        return math.ceil(hw[0] / bands)
+
+    def _forward_in_bands(self, x: torch.Tensor, hw: Tuple[int, int], rows: int) -> torch.Tensor:
+        """Inference, ``rows`` grid rows at a time: each band is extended by the convolution's halo (one row above
+        and below, zero padding only at the grid's own border), and only its own rows are kept."""
+        b, n, c = x.shape
+        h, w = hw
+        halo = self.dwconv.padding[0]
+        grid = x.contiguous().view(b, h, w, c)
+        out = x.new_empty(b, h, w, self.fc2.out_features)
+        for top in range(0, h, rows):
+            bottom = min(h, top + rows)
+            lo, hi = max(0, top - halo), min(h, bottom + halo)
+            hidden = self.dwconv(self.fc1(grid[:, lo:hi]).permute(0, 3, 1, 2))  # channels-last
+            own = hidden[:, :, top - lo:bottom - lo].permute(0, 2, 3, 1)
+            out[:, top:bottom] = self.fc2(torch.ops.aten.gelu_(own, approximate=self.act.approximate))
+        return out.view(b, n, -1)
 
 
 class Mlp(nn.Module):
