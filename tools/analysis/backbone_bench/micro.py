@@ -106,20 +106,27 @@ def _ffn_out_of_place_gelu(ffn, x, hw):
     return ffn.fc2(F.gelu(h))
 
 
+OURS_FFN = 'ours: bands of rows (2M hidden values), channels-last depthwise conv, in-place GELU'
+
+
 def mixffn_benchmark(size: Size, warmup: int, repeats: int, compile_ffn: bool = False, log=None) -> dict:
     """Times MixFFN variants on LaViT-S's stage-1 grid at image size ``size`` and compares their outputs with ours
-    (max abs difference): ours (channels-last depthwise conv, GELU in place in inference), GELU out of place,
-    channels-first depthwise conv (as mmdet's PVTv2), and optionally ``torch.compile`` (inductor, which fuses the
-    bias and GELU into one loop) of our MixFFN."""
+    (max abs difference): ours (in inference the hidden layer in bands of grid rows, channels-last depthwise conv,
+    GELU in place), the same in one pass (``band_values=None``), GELU out of place, channels-first depthwise conv
+    (as mmdet's PVTv2), and optionally ``torch.compile`` (inductor, which fuses the bias and GELU into one loop) of
+    our MixFFN."""
     from vitattn_mm.models.layers.mlp import MixFFN
     hw = (math.ceil(size[0] / 4), math.ceil(size[1] / 4))
     torch.manual_seed(0)
     ffn = MixFFN(64, 512).eval()
+    one_pass = MixFFN(64, 512, band_values=None).eval()
+    one_pass.load_state_dict(ffn.state_dict())
     x = torch.randn(1, hw[0] * hw[1], 64)
     variants: 'OrderedDict[str, Callable[[], torch.Tensor]]' = OrderedDict([
-        ('ours: channels-last depthwise conv, in-place GELU', lambda: ffn(x, hw)),
-        ('channels-last depthwise conv, GELU into a new tensor', lambda: _ffn_out_of_place_gelu(ffn, x, hw)),
-        ('channels-first depthwise conv (as mmdet PVTv2), GELU into a new tensor',
+        (OURS_FFN, lambda: ffn(x, hw)),
+        ('one pass (band_values=None), channels-last depthwise conv, in-place GELU', lambda: one_pass(x, hw)),
+        ('one pass, channels-last depthwise conv, GELU into a new tensor', lambda: _ffn_out_of_place_gelu(ffn, x, hw)),
+        ('one pass, channels-first depthwise conv (as mmdet PVTv2), GELU into a new tensor',
          lambda: _ffn_channels_first(ffn, x, hw)),
     ])
     compile_s: Optional[float] = None
@@ -135,7 +142,7 @@ def mixffn_benchmark(size: Size, warmup: int, repeats: int, compile_ffn: bool = 
         diffs = {name: (fn() - ref).abs().max().item() for name, fn in variants.items()}
     times = time_round_robin(variants, warmup, repeats, log=log)
     med = {name: statistics.median(t) for name, t in times.items()}
-    base = med['ours: channels-last depthwise conv, in-place GELU']
+    base = med[OURS_FFN]
     return dict(size=size_str(size), grid=hw, compile_s=compile_s,
                 rows=[dict(variant=n, seconds=med[n], relative=med[n] / base, max_abs_diff=diffs[n])
                       for n in variants])

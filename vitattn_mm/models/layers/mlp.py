@@ -38,7 +38,7 @@ class MixFFN(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
 
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
-        if torch.is_grad_enabled() and x.requires_grad:
+        if torch.is_grad_enabled():
             return self.fc2(self.act(map_to_tokens(self.dwconv(tokens_as_map(self.fc1(x), hw)))[0]))
         rows = self._band_rows(x.shape[0] * self.fc1.out_features, hw)
         if rows < hw[0]:
