@@ -4,6 +4,7 @@ import json
 import os
 import os.path as osp
 import re
+import shutil
 import subprocess
 import sys
 
@@ -56,3 +57,14 @@ def printed_metric(output: str, name: str) -> float:
 def logged_iterations(output: str):
     """The training iterations that mmengine's logger printed (``Iter(train) [ 3/4]``), in order."""
     return [int(i) for i in re.findall(r'Iter\(train\) \[\s*(\d+)/\d+\]', output)]
+
+
+def interrupted_work_dir(full_dir: str, work_dir: str, iteration: int) -> None:
+    """``work_dir`` as a run stopped right after saving iteration ``iteration`` leaves it: that checkpoint (copied
+    from an uninterrupted run with the same settings, which saved it on the way) and mmengine's
+    ``last_checkpoint`` pointing at it, which ``tools/train.py --resume`` reads."""
+    os.makedirs(work_dir, exist_ok=True)
+    ckpt = osp.join(work_dir, f'iter_{iteration}.pth')
+    shutil.copyfile(osp.join(full_dir, f'iter_{iteration}.pth'), ckpt)
+    with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+        f.write(ckpt)

@@ -5,7 +5,8 @@ import re
 
 import pytest
 import torch
-from helpers import NO_VALIDATION, ROOT, last_metrics, logged_iterations, printed_metric, run_tool
+from helpers import (NO_VALIDATION, ROOT, interrupted_work_dir, last_metrics, logged_iterations, printed_metric,
+                     run_tool)
 from learning_setup import SEG, RUN_ENV, data_root_options
 
 # A run that hangs is stopped after this many seconds: at least 3x the slowest run we measured.
@@ -92,7 +93,7 @@ def short_run_options(data_root, iters, seed=1):
 def test_resume_continues_exactly(shapes_ade, tmp_path):
     full, part = str(tmp_path / 'full'), str(tmp_path / 'part')
     run_tool(['tools/train.py', SEG.config, '--work-dir', full, *short_run_options(shapes_ade, 4)])
-    run_tool(['tools/train.py', SEG.config, '--work-dir', part, *short_run_options(shapes_ade, 2)])
+    interrupted_work_dir(full, part, 2)  # as the run of 4 left it after its checkpoint of iteration 2
     resumed = run_tool(['tools/train.py', SEG.config, '--work-dir', part, '--resume',
                         *short_run_options(shapes_ade, 4)])
     log = resumed.stdout + resumed.stderr
