@@ -132,15 +132,11 @@ def test_every_attention_path_equals_explicit_matrices(kind):
             assert torch.allclose(amap.apply(v.float()).double(), probs @ v, atol=1e-5)
             assert torch.allclose(out.double(), layer_output(module, probs, v), atol=1e-5)
         if s < 3:
-            # the carried attention: pool the queries, Psi on the pooled grid, Theta on the keys, mix the heads
+            # the carried attention: the stage's matrix with its queries pooled (for 'prob' the base attention P,
+            # without the stage's factored LA transforms; for 'logit' the transformed logits), heads mixed
             down = model.attention_downsamples[s]
             pool, next_hw = dense_pool(hw, 2)
             d = pool @ (base if kind == 'prob' else ref)
-            if kind == 'prob':
-                for p_mod, _ in chain:
-                    d = per_head(p_mod, next_hw) @ d
-                for _, t_mod in chain:
-                    d = d @ per_head(t_mod, key_hw)
             mix = (down.head_mix_logits.softmax(-1).double() if down.head_mix_logits is not None
                    else torch.ones(down.out_heads, 1, dtype=torch.float64))
             d = torch.einsum('og,bgqk->boqk', mix, d)

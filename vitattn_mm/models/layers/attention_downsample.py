@@ -17,8 +17,9 @@ class ResidualAttentionDownsample(nn.Module):
     The paper downsamples the attention matrix together with the tokens and adds it as a residual, so that the
     relations computed in earlier stages are not lost at the stage boundary. Our realisation: all stages attend to
     the same ``H/32 x W/32`` key grid, so only the query axis changes size, by the 2x2 token downsampling:
-      * queries: 2x2 average pooling of the rows (keeps probability rows stochastic), with the stage's
-        less-attention transforms applied to the pooled matrix (:meth:`AttentionMap.carried`);
+      * queries: 2x2 average pooling of the rows (keeps probability rows stochastic) of the stage's attention
+        matrix: the logits as the last layer transformed them, or, for probabilities, the stage's base attention
+        without the factored LA transforms (:meth:`AttentionMap.carried` says why);
       * heads: a learned convex mixing from the stage's heads to the next stage's heads;
       * merge: ``(1 - g) P + g D`` for probabilities, ``L + g D`` for logits, with a learned per-head gate g
         (sigmoid, initialised to 0.1).

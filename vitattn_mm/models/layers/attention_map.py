@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from ..utils.tokens import head_matmul, map_to_tokens, merge_heads, split_heads, tokens_as_map
-from .local_mix import ConvexLocalMix, GridMix
+from .local_mix import ConvexLocalMix
 
 ATTENTION_KINDS = ('prob', 'logit')
 
@@ -163,33 +163,23 @@ class AttentionMap:
         return AttentionMap(a, hw, self.key_hw, self.kind)
 
     def carried(self, factor: int, release: bool = False) -> 'AttentionMap':
-        """The attention handed to the next stage: as :meth:`pooled`, but the Psi act *after* pooling.
+        """The attention handed to the next stage: the stage's own matrix with its queries average-pooled by
+        ``factor`` (one pooling call over the full matrix, all heads at once), as a map without transforms.
 
-        One pooling call over the full matrix (all heads at once); the Psi then act on the 4x smaller next-stage
-        query grid (their 3x3 neighbourhood spans 2x2 times the area) and the Theta on its key axis, so nothing
-        larger than the pooled matrix is created. Theta acts on the key axis and commutes with query pooling, so
-        for Theta this is exact. Our approximation; the exact :meth:`pooled` serves the analysis tools.
+        For logits the less-attention transforms are explicit in the matrix, so they are carried. For
+        probabilities the matrix is the stage's base attention ``P`` (its last vanilla attention, merged with the
+        residual it received) and the factored Psi/Theta of the stage's LA layers are *not* applied to the carried
+        copy (our design): they are local 3x3 convex smoothings, and applying them to the pooled 16,700 x 1,050
+        matrix of LaViT-S at 1333x800 (two Psi and two Theta) made the carry 5x as costly as the pooling alone
+        (165 vs 33 ms, Intel Xeon; docs/benchmarks.md). :meth:`pooled` gives the exact pooled transformed
+        attention for analysis.
 
         ``release``: the caller reads this map no more; its full-size matrix is dropped as soon as it is pooled, so
-        that in inference it is freed before the transforms allocate theirs (the map is unusable afterwards).
+        that in inference it is freed before the next stage allocates its own (the map is unusable afterwards).
         """
         a, hw = pool_rows(self.matrix, self.query_hw, factor)
-        owned = a is not self.matrix  # a new tensor, which the transforms below may overwrite
         if release:
             self.matrix = None
-        if self._psi_grids:
-            b, heads, n, k = a.shape
-            inner = a.transpose(1, 2)
-            if not inner.is_contiguous():
-                inner = inner.contiguous()  # (B, N', heads, K): all heads in one convolution per Psi
-            grid = inner.view(b, hw[0], hw[1], heads * k).permute(0, 3, 1, 2)
-            for psi in self._psi_grids:
-                grid = GridMix(psi.kernel, hw).map_heads(grid)
-            a = grid.permute(0, 2, 3, 1).reshape(b, n, heads, k).transpose(1, 2)
-            owned = True
-        for theta in self._theta_grids:
-            a = theta.columns(a, overwrite=owned)
-            owned = True
         return AttentionMap(a, hw, self.key_hw, self.kind)
 
     def key_grid_attention(self, factor: int) -> torch.Tensor:
