@@ -54,3 +54,16 @@ def test_built_from_registry():
 def test_bad_max_cells_is_refused(max_cells):
     with pytest.raises(ValueError, match='max_cells'):
         DiagonalityPreservingLoss(max_cells=max_cells)
+
+
+def test_layers_of_one_shape_are_batched_without_changing_the_loss():
+    """The loss batches the layers whose attention has one shape; it stays the mean over layers of
+    (dominance + asymmetry) / 2, each layer's terms averaged over its batch and heads."""
+    torch.manual_seed(0)
+    shapes = [(2, 1, 9, 9), (2, 1, 9, 9), (2, 3, 9, 9), (2, 3, 4, 4), (2, 1, 9, 9)]
+    squares = [torch.randn(s).mul(2).softmax(-1).requires_grad_() for s in shapes]
+    loss = DiagonalityPreservingLoss(loss_weight=0.3)(squares)
+    expected = 0.3 * torch.stack([sum(diagonality_terms(s)) / 2 for s in squares]).mean()
+    assert torch.allclose(loss, expected, atol=1e-7)
+    loss.backward()
+    assert all(s.grad is not None and s.grad.abs().sum() > 0 for s in squares)

@@ -16,7 +16,7 @@ from .zoo import Size, size_str
 def attention_micro_benchmark(size: Size, warmup: int, repeats: int, log=None) -> dict:
     """One stage-1 layer of LaViT-S (1 head, 64 channels) at image size ``size``: the VA attention as the model
     computes it (QK^T, in-place softmax, PV), the LA transforms, and the carry into stage 2 after 1 VA + 2 LA
-    layers (as in LaViT-S), with its parts."""
+    layers (as in LaViT-S), with its pooling and, for comparison, the transforms that the carry no longer applies."""
     from vitattn_mm.models.layers.attention import softmax_last
     from vitattn_mm.models.layers.attention_downsample import ResidualAttentionDownsample
     from vitattn_mm.models.layers.attention_map import AttentionMap, pool_rows
@@ -71,12 +71,14 @@ def attention_micro_benchmark(size: Size, warmup: int, repeats: int, log=None) -
          med['prob_la2_apply'] - med['prob_va_apply'], 'LA'),
         ("LA transform, 'logit' (paper): Psi over the rows + Theta over the columns of the logits",
          med['logit_transform'], 'LA'),
-        ("stage carry to stage 2, 'prob' (after 2 LA layers): `ResidualAttentionDownsample`",
-         med['downsample_prob'], 'carry'),
+        ("stage carry to stage 2, 'prob' (after 2 LA layers): `ResidualAttentionDownsample` (the base attention "
+         "pooled, heads mixed)", med['downsample_prob'], 'carry'),
         ('  of which: pooling the full matrix (one pass, all heads)', med['carry_pool'], 'part'),
-        ('  of which: one Psi on the pooled (next-stage) query grid', med['carry_psi'], 'part'),
-        ('  of which: one Theta on the key axis of the pooled matrix', med['carry_theta'], 'part'),
-        ("stage carry to stage 2, 'logit' (transforms already explicit: pooling only)", med['downsample_logit'],
+        ('  for comparison, what the earlier carry added per LA layer of the stage: one Psi on the pooled grid',
+         med['carry_psi'], 'part'),
+        ('  for comparison, what the earlier carry added per LA layer of the stage: one Theta on the key axis of the '
+         'pooled matrix', med['carry_theta'], 'part'),
+        ("stage carry to stage 2, 'logit' (transforms explicit in the logits: pooling only)", med['downsample_logit'],
          'carry'),
     ]
     la_layer = dict(prob=med['prob_la_apply'], logit=med['logit_transform'] + med['softmax'] + med['av'])

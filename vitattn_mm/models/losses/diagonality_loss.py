@@ -7,6 +7,21 @@ import torch.nn as nn
 from ...registry import register_model
 
 
+def diagonality_terms_per_matrix(square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`diagonality_terms` of every K x K matrix of ``square`` (..., K, K): two tensors of shape (...)."""
+    k = square.shape[-1]
+    if square.dim() < 2 or square.shape[-2] != k:
+        raise ValueError(f'expected square attention, got shape {tuple(square.shape)}')
+    diag = square.diagonal(dim1=-2, dim2=-1)
+    if k > 1:
+        off = square.masked_fill(torch.eye(k, dtype=torch.bool, device=square.device), float('-inf'))
+        dominance = (off.amax(dim=-1) - diag).clamp(min=0).mean(dim=-1)
+    else:
+        dominance = square.new_zeros(square.shape[:-2])
+    asymmetry = (square - square.transpose(-2, -1)).abs().sum(dim=(-2, -1)) / (2 * k)
+    return dominance, asymmetry
+
+
 def diagonality_terms(square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Diagonal-dominance and asymmetry terms of row-stochastic square attention.
 
@@ -20,17 +35,8 @@ def diagonality_terms(square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]
         every cell attends to itself at least as much as to any other cell.
         ``asymmetry``: ``sum |S - S^T| / (2 K)`` averaged over batch and heads, in [0, 1]; zero for symmetric S.
     """
-    k = square.shape[-1]
-    if square.shape[-2] != k:
-        raise ValueError(f'expected square attention, got shape {tuple(square.shape)}')
-    diag = square.diagonal(dim1=-2, dim2=-1)
-    if k > 1:
-        off = square.masked_fill(torch.eye(k, dtype=torch.bool, device=square.device), float('-inf'))
-        dominance = (off.amax(dim=-1) - diag).clamp(min=0).mean()
-    else:
-        dominance = square.new_zeros(())
-    asymmetry = (square - square.transpose(-2, -1)).abs().sum(dim=(-2, -1)).mean() / (2 * k)
-    return dominance, asymmetry
+    dominance, asymmetry = diagonality_terms_per_matrix(square)
+    return dominance.mean(), asymmetry.mean()
 
 
 @register_model
@@ -69,8 +75,15 @@ class DiagonalityPreservingLoss(nn.Module):
     def forward(self, squares: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(squares) == 0:
             raise ValueError('DiagonalityPreservingLoss got no attention: the backbone has no less-attention layer')
-        per_layer = [sum(diagonality_terms(s)) / 2 for s in squares]
-        return self.loss_weight * torch.stack(per_layer).mean()
+        # the layers whose attention has the same shape (those of one stage) in one batch of matrices
+        groups = {}
+        for square in squares:
+            groups.setdefault(tuple(square.shape), []).append(square)
+        per_layer = []
+        for group in groups.values():
+            dominance, asymmetry = diagonality_terms_per_matrix(torch.stack(group))  # (layers, B, heads)
+            per_layer.append((dominance.flatten(1).mean(1) + asymmetry.flatten(1).mean(1)) / 2)
+        return self.loss_weight * torch.cat(per_layer).mean()
 
     def extra_repr(self) -> str:
         return f'loss_weight={self.loss_weight}, max_cells={self.max_cells}'
