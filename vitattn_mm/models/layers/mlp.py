@@ -11,9 +11,9 @@ from ..utils.tokens import map_to_tokens, tokens_as_map
 # Inference computes MixFFN's hidden layer in bands of grid rows with at most about this many hidden values each
 # (8 MB in float32), so that fc1's output, the convolution's and the GELU stay in the CPU caches between the steps
 # instead of streaming hundred-MB tensors through memory. Our choice: LaViT-S stage 1 at 1333x800 has 34M hidden
-# values (17 bands); the feed-forward took 148 -> 71 ms there and its peak memory fell from 2 x 137 MB to 2 x 8 MB
-# (Intel Xeon, 2 threads; docs/benchmarks.md, "Mix-FFN variants"), with the same numbers (the bands overlap by
-# the convolution's halo). Training keeps one pass.
+# values (17 bands); that feed-forward took 143 ms in one pass and 79 ms in bands, and its hidden activations fell from
+# 2 x 137 MB to 2 x 8 MB (Intel Xeon, 2 threads; docs/benchmarks.md, "Mix-FFN variants"), with the same numbers (the
+# bands overlap by the convolution's halo). Training (autograd on) keeps one pass.
 BAND_VALUES = 1 << 21
 
 
