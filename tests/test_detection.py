@@ -19,20 +19,22 @@ from learning_setup import DET, RUN_ENV, coco_data_options
 HANG_TIMEOUT = 3600
 
 # Learning thresholds, for LaViT-T Mask R-CNN with learning_setup.DET's options (one torch thread, RUN_ENV), measured
-# over seeds 0, 1 and 2 with `python tools/analysis/learning_thresholds.py det` (Intel Xeon, 2 cores; docs/results.md):
+# over seeds 0, 1 and 2 with `python tools/analysis/learning_thresholds.py det` (Intel Xeon, 2 cores, 2026-11-29,
+# with the stage carry of that day; docs/results.md):
 #                                       bbox mAP min / mean / max    segm mAP min / mean / max
-#   trained end to end                  0.163 / 0.179 / 0.199        0.241 / 0.257 / 0.285
-#   backbone frozen at random init      0.240 / 0.258 / 0.273        0.337 / 0.350 / 0.359
+#   trained end to end                  0.131 / 0.184 / 0.219        0.200 / 0.257 / 0.287
+#   backbone frozen at random init      0.220 / 0.249 / 0.269        0.317 / 0.343 / 0.364
 #   a broken backbone (features independent of the image): nothing to localise, mAP ~0
 # At this CPU budget (200 iterations of 2 images) the from-scratch backbone does not yet beat its own frozen random
 # initialisation: the heads learn faster on fixed random features than on features that move (a lower backbone
-# learning rate brings the trained runs closer to the frozen ones, never past them: docs/results.md). So this test
-# proves that the detector learns end to end (far above a broken backbone) and cannot prove that the backbone's own
-# learning helps; the segmentation and classification learning tests do that, and
-# tests/test_aux_loss.py checks that the detection losses reach every backbone parameter inside Mask R-CNN.
-# Thresholds: about 3/4 of the worst trained run (margins -0.043 bbox, -0.061 segm).
-MIN_BBOX_MAP = 0.12
-MIN_SEGM_MAP = 0.18
+# learning rate, or a backbone initialised from the shapes classifier, brings the trained runs closer to the frozen
+# ones, never clearly past them: docs/results.md). So this test proves that the detector learns end to end (far above
+# a broken backbone) and cannot prove that the backbone's own learning helps; the segmentation and classification
+# learning tests do that, and tests/test_aux_loss.py checks that the detection losses reach every backbone parameter
+# inside Mask R-CNN. Thresholds: about 3/4 of the worst trained run (margins -0.036 bbox, -0.050 segm); the test trains
+# seed 0 (0.219 / 0.287 here).
+MIN_BBOX_MAP = 0.095
+MIN_SEGM_MAP = 0.15
 
 
 @pytest.fixture(scope='session')

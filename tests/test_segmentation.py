@@ -13,15 +13,17 @@ from learning_setup import SEG, RUN_ENV, data_root_options
 HANG_TIMEOUT = 3600
 
 # Learning threshold, for LaViT-T UperNet with learning_setup.SEG's options (one torch thread, RUN_ENV), measured
-# over seeds 0, 1 and 2 with `python tools/analysis/learning_thresholds.py seg` (Intel Xeon, 2 cores; docs/results.md):
-#   trained end to end:                                       mIoU 92.30 / 92.58 / 93.03 (min / mean / max)
+# over seeds 0 to 4 with `python tools/analysis/learning_thresholds.py seg` (Intel Xeon, 2 cores, 2026-11-29, with the
+# stage carry of that day; docs/results.md), mIoU of seeds 0 / 1 / 2 / 3 / 4:
+#   trained end to end:                                       92.95 / 90.39 / 92.86 / 92.90 / 93.45
 #   backbone frozen at its random initialisation (the neck
-#   and heads learn on untrained features):                   mIoU 89.38 / 90.44 / 91.21
+#   and heads learn on untrained features):                   89.47 / 91.03 / 90.98 / 88.46 / 89.77
 #   a broken backbone (features independent of the image) can only paint one class: mIoU <= ~8.
-# The threshold lies halfway between the two: +0.54 above the best frozen run, -0.55 below the worst trained one.
-# Other CPUs round differently and so follow other trajectories, like other seeds; the seed spread is the margin's
-# scale.
-MIN_MIOU = 91.75
+# The threshold lies halfway between the best frozen run and the trained runs of seeds 0, 2, 3 and 4 (+0.87 above
+# the one, 0.96 to 1.55 below the others); seed 1's trained run (90.39) falls below it and below two frozen runs:
+# at this budget one trajectory in five did not separate. The test trains seed 0 (92.95 here). Other CPUs round
+# differently and so follow other trajectories, like other seeds; the seed spread is the margin's scale.
+MIN_MIOU = 91.9
 
 
 @pytest.fixture(scope='session')
