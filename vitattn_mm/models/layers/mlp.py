@@ -29,7 +29,8 @@ class MixFFN(nn.Module):
 
     def __init__(self, dim: int, hidden_dim: int, band_values: Optional[int] = BAND_VALUES):
         super().__init__()
-        if band_values is not None and (not isinstance(band_values, int) or band_values < 0):
+        if band_values is not None and (isinstance(band_values, bool) or not isinstance(band_values, int)
+                                        or band_values < 0):
             raise ValueError(f'band_values must be a non-negative int or None (one pass), got {band_values!r}')
         self.band_values = band_values
         self.fc1 = nn.Linear(dim, hidden_dim)
