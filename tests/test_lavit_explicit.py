@@ -183,3 +183,33 @@ def test_dp_key_grid_coarsened_above_max_cells_matches_explicit_matrices():
         assert got[l].shape == (2, heads, 20, 20)
         assert torch.allclose(got[l].double(), square, atol=1e-5)
         assert torch.allclose(got[l].sum(-1), torch.ones(2, heads, 20), atol=1e-5)  # still distributions
+
+
+@pytest.mark.parametrize('query_hw, max_cells, shared', [((16, 20), None, True), ((16, 20), 6, True),
+                                                          ((15, 20), None, False)])
+def test_dp_pooling_shared_with_the_carry_changes_nothing(query_hw, max_cells, shared):
+    """With ``carry_factor`` the DP loss pools the queries by the carry's factor first (when it divides the grid)
+    and keeps that for the stage carry: the key-grid attentions and the carried matrix are as without it."""
+    from vitattn_mm.models.layers.attention_map import AttentionMap, pool_rows
+    from vitattn_mm.models.layers.local_mix import ConvexLocalMix
+    torch.manual_seed(4)
+    key_hw, heads = (4, 5), 2
+    p = torch.randn(2, heads, query_hw[0] * query_hw[1], 20).mul(3).softmax(-1)
+    mixes = [ConvexLocalMix(heads) for _ in range(4)]
+    with torch.no_grad():
+        for m in mixes:
+            m.kernel_logits.normal_(0, 1.5)
+
+    def stage_end():
+        amap = AttentionMap(p, query_hw, key_hw, 'prob')
+        return amap.transformed(mixes[0], mixes[1]).transformed(mixes[2], mixes[3])
+
+    plain = stage_end().key_grid_attentions(4, max_cells)
+    amap = stage_end()
+    shared_squares = amap.key_grid_attentions(4, max_cells, carry_factor=2)
+    for a, b in zip(plain, shared_squares):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert (2 in amap._pooled) == shared
+    carried = amap.handover().carried(2, release=True)
+    assert torch.allclose(carried.matrix, pool_rows(p, query_hw, 2)[0], atol=1e-7)
+    assert amap._pooled == {}  # the carry took it

@@ -77,7 +77,8 @@ class AttentionMap:
 
     def __init__(self, matrix: torch.Tensor, query_hw: Tuple[int, int], key_hw: Tuple[int, int],
                  kind: str = 'prob', psis: Sequence[ConvexLocalMix] = (),
-                 thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None):
+                 thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None,
+                 _pooled: Optional[dict] = None):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f'attention kind must be one of {ATTENTION_KINDS}, got {kind!r}')
         self.matrix = matrix
@@ -91,6 +92,8 @@ class AttentionMap:
                       tuple(t.on_grid(self.key_hw) for t in self.thetas))
         self._psi_grids, self._theta_grids = _grids
         self._probs: Optional[torch.Tensor] = None
+        # rows pooled by a factor, kept by the DP loss's key-grid pooling for the stage carry (see key_grid_attentions)
+        self._pooled = {} if _pooled is None else _pooled
 
     @property
     def num_heads(self) -> int:
@@ -100,7 +103,7 @@ class AttentionMap:
         """A second map object over the same matrix (no copy), for a consumer that releases it
         (``carried(..., release=True)``) while this map stays usable for whoever still holds it."""
         return AttentionMap(self.matrix, self.query_hw, self.key_hw, self.kind, self.psis, self.thetas,
-                            _grids=(self._psi_grids, self._theta_grids))
+                            _grids=(self._psi_grids, self._theta_grids), _pooled=self._pooled)
 
     def transformed(self, psi: ConvexLocalMix, theta: ConvexLocalMix) -> 'AttentionMap':
         """The attention of a less-attention layer: ``Psi A Theta``."""
@@ -177,7 +180,8 @@ class AttentionMap:
         ``release``: the caller reads this map no more; its full-size matrix is dropped as soon as it is pooled, so
         that in inference it is freed before the next stage allocates its own (the map is unusable afterwards).
         """
-        a, hw = pool_rows(self.matrix, self.query_hw, factor)
+        kept = self._pooled.pop(factor, None)  # pooled already for the DP loss (training)
+        a, hw = kept if kept is not None else pool_rows(self.matrix, self.query_hw, factor)
         if release:
             self.matrix = None
         return AttentionMap(a, hw, self.key_hw, self.kind)
@@ -193,7 +197,8 @@ class AttentionMap:
             return pool_rows(self._probabilities_of_logits(), self.query_hw, factor)[0]
         return self.key_grid_attentions(factor)[-1]
 
-    def key_grid_attentions(self, factor: int, max_cells: Optional[int] = None) -> List[torch.Tensor]:
+    def key_grid_attentions(self, factor: int, max_cells: Optional[int] = None,
+                            carry_factor: Optional[int] = None) -> List[torch.Tensor]:
         """For probabilities: the key-grid attention of every less-attention layer of the chain, ``S_1 ... S_n``.
 
         We make the same approximation as :meth:`carried`: ``Psi_l ... Psi_1`` act *after* pooling, on the key grid,
@@ -210,11 +215,23 @@ class AttentionMap:
         ``factor * c`` (and the Psi act on that grid), the Thetas still act exactly on the full key axis, and then
         the keys are summed over c x c windows (rows stay distributions). At 1333x800 every LaViT stage has a
         25 x 42 key grid (1,050 cells), and stacks of 1,050 x 1,050 matrices made the loss 42% of a training step.
+
+        ``carry_factor``: the stage carry will pool the queries by this factor (:meth:`carried`). When it divides
+        the pooling factor and both sides of the query grid, the rows are pooled by it first, kept for the carry,
+        and pooled further from there: the same averages (every first-level window is full), and one pass over the
+        full matrix (and its gradient) instead of two.
         """
         if self.kind != 'prob' or not self.psis:
             raise RuntimeError('key_grid_attentions needs a probability attention with less-attention transforms')
         coarse = coarsening(self.key_hw, max_cells)
-        pooled, hw = pool_rows(self.matrix, self.query_hw, factor * coarse)
+        total = factor * coarse
+        c = carry_factor
+        if c and total % c == 0 and self.query_hw[0] % c == 0 and self.query_hw[1] % c == 0:
+            if c not in self._pooled:
+                self._pooled[c] = pool_rows(self.matrix, self.query_hw, c)
+            pooled, hw = pool_rows(*self._pooled[c], total // c)
+        else:
+            pooled, hw = pool_rows(self.matrix, self.query_hw, total)
         cols, a = [], pooled
         for theta in self._theta_grids:  # pool(P) Theta_1 ... Theta_l for every l
             a = theta.columns(a)  # each partial product is kept: not overwritten
