@@ -19,11 +19,11 @@ HANG_TIMEOUT = 3600
 #   backbone frozen at its random initialisation (the neck
 #   and heads learn on untrained features):                   89.47 / 91.03 / 90.98 / 88.46 / 89.77
 #   a broken backbone (features independent of the image) can only paint one class: mIoU <= ~8.
-# The threshold lies halfway between the best frozen run and the trained runs of seeds 0, 2, 3 and 4 (+0.87 above
-# the one, 0.96 to 1.55 below the others); seed 1's trained run (90.39) falls below it and below two frozen runs:
-# at this budget one trajectory in five did not separate. The test trains seed 0 (92.95 here). Other CPUs round
-# differently and so follow other trajectories, like other seeds; the seed spread is the margin's scale.
-MIN_MIOU = 91.9
+# The threshold lies above every frozen run (+0.47 above the best, 91.03) and 1.36 to 1.95 below the trained runs of
+# seeds 0, 2, 3 and 4, so that a trained trajectory that other rounding moves keeps most of the room; seed 1's trained
+# run (90.39) falls below it and below two frozen runs: at this budget one trajectory in five did not separate. The
+# test trains seed 0 (92.95 here). Other CPUs round differently and so follow other trajectories, like other seeds.
+MIN_MIOU = 91.5
 
 
 @pytest.fixture(scope='session')
