@@ -23,8 +23,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-sys.path.insert(0, osp.join(ROOT, 'tests'))
-sys.path.insert(0, ROOT)
+# the tests' learning setup, the package, and the benchmark tool's report beside us (also when loaded by file path)
+for path in (osp.join(ROOT, 'tests'), ROOT, osp.dirname(osp.abspath(__file__))):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 import learning_setup  # noqa: E402
 from backbone_bench.report import markdown_table  # noqa: E402
