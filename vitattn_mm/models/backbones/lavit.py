@@ -251,7 +251,7 @@ class LaViT(PyramidBackbone):
                     squares.append(attn.key_grid_attention(self.sr_ratios[i]))
             if self.collects_dp_inputs and attn.kind == 'prob' and attn.psis:
                 # every LA layer of the stage at once: queries pooled onto the key grid, Psi applied there
-                carry_factor = self.strides[i + 1] if self.attention_residual and i < 3 else None
+                carry_factor = self.attention_downsamples[i].factor if self.attention_residual and i < 3 else None
                 squares.extend(attn.key_grid_attentions(self.sr_ratios[i], self.dp_loss.max_cells, carry_factor))
             carried = attn if self.attention_residual else None
             x = tokens_to_map(stage.norm(tokens), hw)
