@@ -1,5 +1,6 @@
 """Running the project's command-line tools from tests, as a user would."""
 import glob
+import importlib
 import json
 import os
 import os.path as osp
@@ -68,3 +69,10 @@ def interrupted_work_dir(full_dir: str, work_dir: str, iteration: int) -> None:
     shutil.copyfile(osp.join(full_dir, f'iter_{iteration}.pth'), ckpt)
     with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
         f.write(ckpt)
+
+
+def registry_of(scope: str):
+    """The MODELS registry of a config's ``default_scope`` (mmdet, mmseg or mmpretrain)."""
+    if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
+        raise AssertionError(f'unknown default_scope {scope!r}')
+    return importlib.import_module(f'{scope}.registry').MODELS
