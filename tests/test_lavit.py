@@ -259,9 +259,9 @@ def test_mix_ffn_in_bands_equals_one_pass(hw, batch):
     x = torch.randn(batch, hw[0] * hw[1], 8)
     with torch.no_grad():
         ref = ffn(x, hw)
-        for values in (1, 24 * batch * hw[1] * 2, 24 * batch * hw[1] * 5):
+        for values in (1, 24 * hw[1] * 2, 24 * hw[1] * 5):  # bands of 1, 2 and 5 rows of each image
             ffn.band_values = values
-            assert ffn._band_rows(batch * 24, hw) < hw[0]
+            assert ffn._band_rows(24, hw) < hw[0]
             assert torch.allclose(ffn(x, hw), ref, atol=1e-6), values
     assert torch.allclose(ffn.train()(x, hw), ref, atol=1e-6)
 
@@ -292,3 +292,41 @@ def test_inference_frees_a_stages_attention_once_it_is_carried():
     with torch.no_grad():
         model(x)
     assert alive == [False, True] and held[0].probabilities().shape[-2:] == (16 * 16, 2 * 2)
+
+
+def test_prepared_transforms_are_reused_only_while_the_kernel_is_unchanged():
+    """Inference keeps a ConvexLocalMix's prepared grid for the next call on the same grid; a changed kernel (an
+    optimizer step, load_state_dict), another grid, autograd or autocast prepare it anew, and a model whose weights
+    changed between two inference passes gives the same output as a fresh copy with those weights."""
+    import copy
+    from vitattn_mm.models.layers.local_mix import ConvexLocalMix
+    mix = ConvexLocalMix(2)
+    with torch.no_grad():
+        first = mix.on_grid((5, 7))
+        assert mix.on_grid((5, 7)) is first and mix.on_grid((7, 5)) is not first
+        again = mix.on_grid((5, 7))
+        mix.kernel_logits[:, 0] += 1.0
+        changed = mix.on_grid((5, 7))
+        assert changed is not again and not torch.equal(changed.kernel, again.kernel)
+        mix.load_state_dict({'kernel_logits': torch.randn(2, 9)})
+        assert torch.equal(mix.on_grid((5, 7)).kernel, mix.kernel())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert mix.on_grid((5, 7)) is not mix.on_grid((5, 7))
+    assert mix.on_grid((5, 7)) is not mix.on_grid((5, 7))  # autograd on
+
+    model = build().eval()
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        model(x)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    sum(o.mean() for o in model(x)).backward()
+    optimizer.step()
+    model.eval()
+    fresh = copy.deepcopy(model)
+    for m in fresh.modules():
+        if isinstance(m, ConvexLocalMix):
+            m._prepared = None
+    with torch.no_grad():
+        for a, b in zip(model(x), fresh(x)):
+            assert torch.equal(a, b)

@@ -58,9 +58,13 @@ class _OpAudit(TorchDispatchMode):
 
 
 def count_flops(fn: Callable[[], object]) -> dict:
-    """Runs ``fn`` under FlopCounterMode. Returns MACs (FLOPs / 2) in total and per aten op, and the matmul-like ops
-    that were executed but not counted."""
+    """Runs ``fn`` once to warm up, then once more under FlopCounterMode: the steady state of inference, as the
+    timed rounds see it (LaViT prepares its Theta/Psi transforms for a grid once and reuses them while its weights
+    are unchanged). Returns MACs (FLOPs / 2) in total and per aten op, the aten calls, and the matmul-like ops that
+    were executed but not counted."""
     audit = _OpAudit()
+    with torch.no_grad():
+        fn()
     with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas()) as counter:
         with audit:
             fn()

@@ -144,8 +144,8 @@ def render_markdown(results: dict) -> str:
                'reported, with the min-max of the timed runs. GFLOPs = multiply-accumulates x 1e-9 (FLOPs / 2) '
                'counted by `FlopCounterMode` (see below). Memory: peak RSS increase during the first forward pass in '
                'a fresh process (activations and workspace), and that process\'s peak RSS in total. "aten ops / '
-               'forward": operator calls that reach the dispatcher in one forward (each costs a fixed overhead and, '
-               'with 2 threads, one thread-pool synchronisation).')
+               'forward": operator calls that reach the dispatcher in one forward after a warm-up forward (each '
+               'costs a fixed overhead and, with 2 threads, one thread-pool synchronisation).')
     out.append('')
     for size, per_model in results['per_size'].items():
         h, w = parse_size(size)

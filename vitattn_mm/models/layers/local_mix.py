@@ -1,7 +1,7 @@
 """The learned token-axis transforms of less-attention layers (LaViT's Theta and Psi), in a form that does not
 depend on the input resolution."""
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -49,6 +49,7 @@ class ConvexLocalMix(nn.Module):
         if taps > 1:
             logits[:, taps // 2] = math.log(INIT_SELF_WEIGHT / (1 - INIT_SELF_WEIGHT) * (taps - 1))
         self.kernel_logits = nn.Parameter(logits)
+        self._prepared: Optional[tuple] = None  # (grid, kernel storage, its version, GridMix): see on_grid
 
     def kernel(self) -> torch.Tensor:
         """The per-head convex kernels, shape (heads, 1, k, k)."""
@@ -56,8 +57,24 @@ class ConvexLocalMix(nn.Module):
         return self.kernel_logits.softmax(dim=-1).view(self.num_heads, 1, k, k)
 
     def on_grid(self, hw: Tuple[int, int]) -> 'GridMix':
-        """``T`` on the grid ``hw``: kernels and border normalisation computed once, for every use on that grid."""
-        return GridMix(self.kernel(), hw)
+        """``T`` on the grid ``hw``: kernels and border normalisation computed once, for every use on that grid.
+
+        In inference (autograd off, no autocast, not being compiled) the prepared transform is also kept for the
+        next call on the same grid while the kernel is unchanged (same storage, same version counter: an optimizer
+        step or ``load_state_dict`` changes the version), so a model run again at the same input size prepares
+        nothing (about 10 aten calls per transform, two transforms per less-attention layer). With autograd on it
+        is prepared anew on every call: the kernel changes with every step and autograd needs the graph.
+        """
+        logits = self.kernel_logits
+        if (torch.is_grad_enabled() or torch.is_autocast_enabled(logits.device.type)
+                or torch.compiler.is_compiling()):
+            return GridMix(self.kernel(), hw)
+        hw = (int(hw[0]), int(hw[1]))
+        kept = self._prepared
+        # ``kept`` holds the kernel's storage (a detached view), so no other tensor can take its address meanwhile
+        if kept is None or kept[0] != hw or kept[1].data_ptr() != logits.data_ptr() or kept[2] != logits._version:
+            kept = self._prepared = (hw, logits.detach(), logits._version, GridMix(self.kernel(), hw))
+        return kept[3]
 
     def mix_rows(self, t: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         """``T @ t`` for ``t`` of shape (B, heads, N, X) whose axis N lies on the grid ``hw``."""
@@ -119,33 +136,17 @@ class GridMix:
             self._cache['inv_mass'] = mass.reciprocal_()
         return self._cache['inv_mass']
 
-    def _channel_inv_mass(self, channels: int) -> torch.Tensor:
-        """1 / m(i) for every channel of a head-major channels-last map, shape (1, channels, H, W)."""
-        key = ('channel_inv_mass', channels)
-        if key not in self._cache:
-            ones = self.kernel.new_ones(1, *self.hw, channels).permute(0, 3, 1, 2)
-            mass = F.conv2d(ones, self._weight(channels // self.num_heads), padding=self.pad, groups=channels)
-            self._cache[key] = mass.reciprocal_()
-        return self._cache[key]
-
     def _check(self, n: int, heads: int) -> None:
         if n != self.hw[0] * self.hw[1] or heads != self.num_heads:
             raise ValueError(f'{heads} heads x {n} tokens do not fit this transform ({self.num_heads} heads on a '
                              f'{self.hw[0]}x{self.hw[1]} grid)')
 
     def map(self, x: torch.Tensor) -> torch.Tensor:
-        """``T`` applied to every channel of a channels-last map ``x`` (B, heads * d, H, W), head-major channels
-        (the layout of a token tensor (B, N, heads * d) seen by :func:`tokens_as_map`): one convolution and one
-        multiplication. For small ``d`` (values and attention outputs); returns the same layout."""
-        b, c, h, w = x.shape
-        self._check(h * w, self.num_heads)
-        out = F.conv2d(x.contiguous(memory_format=torch.channels_last), self._weight(c // self.num_heads),
-                       padding=self.pad, groups=c)
-        return scaled(out, self._channel_inv_mass(c), True)
-
-    def map_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """As :meth:`map`, for a wide map (many channels per head, e.g. an attention matrix in heads-inner
-        layout): the border mass is broadcast over each head's channels instead of being stored per channel."""
+        """``T`` applied to every channel of a channels-last map ``x`` (B, heads * X, H, W) with head-major channels
+        (the layout of a token tensor (B, N, heads * X) seen by :func:`tokens_as_map`, and of an attention matrix in
+        heads-inner layout): one depthwise convolution, then the border normalisation ``1 / m`` per token and head,
+        broadcast over each head's X channels (a (1, H, W, heads, 1) tensor: half the time of a per-channel mass at
+        LaViT-S's stage-1 size, which has to be read in full; Intel Xeon). Returns the same layout."""
         b, c, h, w = x.shape
         self._check(h * w, self.num_heads)
         out = F.conv2d(x.contiguous(memory_format=torch.channels_last), self._weight(c // self.num_heads),
@@ -169,7 +170,7 @@ class GridMix:
         inner = t.transpose(1, 2)
         if not inner.is_contiguous():
             inner = inner.contiguous()  # one copy for a multi-head matrix in the usual layout
-        out = self.map_heads(inner.view(b, h, w, heads * x).permute(0, 3, 1, 2))
+        out = self.map(inner.view(b, h, w, heads * x).permute(0, 3, 1, 2))
         return out.permute(0, 2, 3, 1).reshape(b, n, heads, x).transpose(1, 2)
 
     def columns(self, t: torch.Tensor, overwrite: bool = False) -> torch.Tensor:

@@ -4,6 +4,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..utils.tokens import map_to_tokens, tokens_as_map
 
@@ -23,8 +24,8 @@ class MixFFN(nn.Module):
     The depthwise convolution gives the tokens their positional information (LaViT, like PVTv2, has no position
     embedding), which also serves the less-attention layers that compute no queries or keys.
 
-    ``band_values``: in inference, the hidden layer runs in bands of grid rows of about this many hidden values
-    (see ``BAND_VALUES``); ``None`` or 0: one pass. Results are the same either way.
+    ``band_values``: in inference, the hidden layer runs image by image in bands of grid rows of about this many
+    hidden values (see ``BAND_VALUES``); ``None`` or 0: one pass. Results are the same either way.
     """
 
     def __init__(self, dim: int, hidden_dim: int, band_values: Optional[int] = BAND_VALUES):
@@ -41,7 +42,7 @@ class MixFFN(nn.Module):
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.fc2(self.act(map_to_tokens(self.dwconv(tokens_as_map(self.fc1(x), hw)))[0]))
-        rows = self._band_rows(x.shape[0] * self.fc1.out_features, hw)
+        rows = self._band_rows(self.fc1.out_features, hw)
         if rows < hw[0]:
             return self._forward_in_bands(x, hw, rows)
         # inference: GELU written over the convolution's output (same kernel, same numbers), which saves allocating
@@ -57,20 +58,29 @@ class MixFFN(nn.Module):
         return math.ceil(hw[0] / bands)
 
     def _forward_in_bands(self, x: torch.Tensor, hw: Tuple[int, int], rows: int) -> torch.Tensor:
-        """Inference, ``rows`` grid rows at a time: each band is extended by the convolution's halo (one row above
-        and below, zero padding only at the grid's own border), and only its own rows are kept."""
+        """Inference, image by image, ``rows`` grid rows at a time: each band is extended by the convolution's halo
+        (one row above and below, zero padding only at the grid's own border), and only its own rows are kept.
+        A band of grid rows is a run of rows of the image's (N, C) token matrix, so each band is 11 aten calls
+        (fc1 on the rows, the convolution, GELU in place, fc2 written straight into the output's rows): the calls
+        per band are what the bands cost at small inputs."""
         b, n, c = x.shape
         h, w = hw
         halo = self.dwconv.padding[0]
-        grid = x.contiguous().view(b, h, w, c)
-        out = x.new_empty(b, h, w, self.fc2.out_features)
-        for top in range(0, h, rows):
-            bottom = min(h, top + rows)
-            lo, hi = max(0, top - halo), min(h, bottom + halo)
-            hidden = self.dwconv(self.fc1(grid[:, lo:hi]).permute(0, 3, 1, 2))  # channels-last
-            own = hidden[:, :, top - lo:bottom - lo].permute(0, 2, 3, 1)
-            out[:, top:bottom] = self.fc2(torch.ops.aten.gelu_(own, approximate=self.act.approximate))
-        return out.view(b, n, -1)
+        hidden_dim, out_dim = self.fc1.out_features, self.fc2.out_features
+        w1, w2 = self.fc1.weight.t(), self.fc2.weight.t()
+        x = x.contiguous()
+        out = x.new_empty(b, n, out_dim)
+        for image, image_out in zip(x, out):
+            for top in range(0, h, rows):
+                bottom = min(h, top + rows)
+                lo, hi = max(0, top - halo), min(h, bottom + halo)
+                hidden = torch.addmm(self.fc1.bias, image[lo * w:hi * w], w1)
+                hidden = F.conv2d(hidden.view(1, hi - lo, w, hidden_dim).permute(0, 3, 1, 2), self.dwconv.weight,
+                                  self.dwconv.bias, padding=halo, groups=hidden_dim)  # channels-last in and out
+                own = hidden.permute(0, 2, 3, 1).reshape(-1, hidden_dim)[(top - lo) * w:(bottom - lo) * w]
+                own = torch.ops.aten.gelu_(own, approximate=self.act.approximate)
+                torch.addmm(self.fc2.bias, own, w2, out=image_out[top * w:bottom * w])
+        return out
 
 
 class Mlp(nn.Module):
