@@ -59,7 +59,7 @@ class ConvexLocalMix(nn.Module):
     def on_grid(self, hw: Tuple[int, int]) -> 'GridMix':
         """``T`` on the grid ``hw``: kernels and border normalisation computed once, for every use on that grid.
 
-        In inference (autograd off, no autocast, not being compiled) the prepared transform is also kept for the
+        In inference (autograd off, no autocast, not compiled or traced) the prepared transform is also kept for the
         next call on the same grid while the kernel is unchanged (same storage, same version counter: an optimizer
         step or ``load_state_dict`` changes the version), so a model run again at the same input size prepares
         nothing (about 10 aten calls per transform, two transforms per less-attention layer). With autograd on it
@@ -67,7 +67,7 @@ class ConvexLocalMix(nn.Module):
         """
         logits = self.kernel_logits
         if (torch.is_grad_enabled() or torch.is_autocast_enabled(logits.device.type)
-                or torch.compiler.is_compiling()):
+                or torch.compiler.is_compiling() or torch.jit.is_tracing()):
             return GridMix(self.kernel(), hw)
         hw = (int(hw[0]), int(hw[1]))
         kept = self._prepared
