@@ -34,9 +34,9 @@ def tiny_lavit(**kw):
     return model
 
 
-def randomised_lavit(kind: str):
+def randomised_lavit(kind: str, **kw):
     """A tiny LaViT in eval mode with random LA kernels, peaked attention and strong, uneven carry gates."""
-    model = tiny_lavit(attention_kind=kind).eval()
+    model = tiny_lavit(attention_kind=kind, **kw).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith('kernel_logits'):
