@@ -344,3 +344,18 @@ def test_border_normalisation_is_the_same_in_inference_and_training(heads, per_h
         inference = mix.on_grid(hw).map(x.clone())
     training = mix.on_grid(hw).map(x.clone().requires_grad_())
     assert training.requires_grad and torch.equal(inference, training.detach())
+
+
+def test_benchmark_counts_the_operator_calls_of_a_steady_state_forward():
+    """tools/analysis/benchmark_backbones.py counts aten calls after a warm-up forward: the count of a fresh model
+    equals that of a model already run at that size (without the warm-up it would include preparing the transforms)."""
+    import os.path as osp
+    import sys
+    sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis'))
+    from backbone_bench.measure import count_flops
+    x = torch.randn(1, 3, 64, 48)
+    fresh, warm = build().eval(), build().eval()
+    with torch.no_grad():
+        warm(x)
+    calls = [count_flops(lambda m=m: m(x))['aten_calls'] for m in (fresh, warm)]
+    assert calls[0] == calls[1] > 0
