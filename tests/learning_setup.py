@@ -64,7 +64,7 @@ DET = LearningTask(config='configs/lavit/maskrcnn_lavit_t_shapes.py', metrics=('
                    prepare_data=_coco_data, data_options=coco_data_options)
 SEG = LearningTask(config='configs/lavit/upernet_lavit_t_shapes.py', metrics=('mIoU', ), prepare_data=_ade_data,
                    data_options=data_root_options)
-# 160 iterations of 16 images (800 training images, 3.2 epochs), evaluated on 200 held-out images
+# 120 iterations of 16 images (800 training images, 2.4 epochs), evaluated on 200 held-out images
 CLS = LearningTask(config='configs/lavit/lavit_t_cls_shapes.py', metrics=('accuracy/top1', ),
                    prepare_data=_imagenet_data, data_options=data_root_options)
 TASKS = dict(det=DET, seg=SEG, cls=CLS)

@@ -18,15 +18,15 @@ from vitattn_mm import CBViT, DiagonalityPreservingLoss, LaViT
 from vitattn_mm.datasets.shapes import SHAPE_CLASSES, check_imagenet_root, ensure_imagenet, read_meta
 from vitattn_mm.engine import AuxiliaryLossHook
 
-# The learning run (learning_setup.CLS, one torch thread): the config's schedule, LaViT-T from scratch, 160 iterations
-# of 16 images (800 training images, 3.2 epochs), evaluated on 200 held-out images. Chance is 25% (balanced
+# The learning run (learning_setup.CLS, one torch thread): the config's schedule, LaViT-T from scratch, 120 iterations
+# of 16 images (800 training images, 2.4 epochs), evaluated on 200 held-out images. Chance is 25% (balanced
 # classes). Measured over seeds 0, 1, 2 with `python tools/analysis/learning_thresholds.py cls` (Intel Xeon, 2 cores,
-# 2026-11-29, with the stage carry of that day; docs/results.md), top-1 min / mean / max:
-#   trained end to end                                          93.0 / 94.2 / 95.0
-#   backbone frozen at random init (only the linear head learns) 75.0 / 77.2 / 79.5
+# 2026-11-29; docs/results.md), top-1 of seeds 0 / 1 / 2:
+#   trained end to end                                          93.5 / 92.0 / 92.5
+#   backbone frozen at random init (only the linear head learns) 71.0 / 75.5 / 74.5
 # The class colour families make much of the task a colour lookup, hence the high frozen baseline. The threshold
-# lies about halfway between the two groups: +6.5 above the best frozen run, -7.0 below the worst trained one.
-MIN_ACCURACY = 86.0
+# lies about halfway between the two groups: +8.5 above the best frozen run, -8.0 below the worst trained one.
+MIN_ACCURACY = 84.0
 
 
 def test_registered_in_mmpretrain():
@@ -156,7 +156,7 @@ def scalars(work_dir):
 
 @pytest.mark.xdist_group('cls_learning')
 def test_lavit_t_classifier_learns_shapes(trained_classifier):
-    """The learning test: chance 25%, frozen-random baseline 75.0-79.5%, trained 92.5-95.0% (see MIN_ACCURACY)."""
+    """The learning test: chance 25%, frozen-random baseline 71.0-75.5%, trained 92.0-93.5% (see MIN_ACCURACY)."""
     rows = scalars(trained_classifier.work_dir)
     accuracy = [r['accuracy/top1'] for r in rows if 'accuracy/top1' in r]
     assert accuracy, trained_classifier.log[-3000:]

@@ -36,7 +36,7 @@ test_dataloader = val_dataloader
 test_evaluator = val_evaluator
 
 # Iteration-based, evaluated once at the end.
-max_iters = 160
+max_iters = 120
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [

@@ -7,7 +7,7 @@ _base_ = './maskrcnn_lavit_s_shapes.py'
 model = dict(backbone=dict(arch='t'))
 train_dataloader = dict(batch_size=2)
 optim_wrapper = dict(optimizer=dict(lr=6e-4), clip_grad=dict(max_norm=5.0))
-max_iters = 200
+max_iters = 140
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),

@@ -7,7 +7,7 @@ _base_ = './upernet_lavit_s_shapes.py'
 model = dict(backbone=dict(arch='t'))
 train_dataloader = dict(batch_size=4)
 optim_wrapper = dict(optimizer=dict(lr=1e-3))
-max_iters = 160
+max_iters = 200
 train_cfg = dict(max_iters=max_iters, val_interval=max_iters)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
