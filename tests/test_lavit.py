@@ -359,3 +359,30 @@ def test_benchmark_counts_the_operator_calls_of_a_steady_state_forward():
         warm(x)
     calls = [count_flops(lambda m=m: m(x))['aten_calls'] for m in (fresh, warm)]
     assert calls[0] == calls[1] > 0
+
+
+def test_benchmark_times_the_dp_loss_in_pairs_on_one_model():
+    """The benchmark's DP-loss share: the same model steps with and without ``loss_dp`` in alternating pairs (the
+    loss runs in exactly the 'with' steps and is switched back on afterwards), and the report's share is the median
+    of the pairs' ``(with - without) / with``."""
+    import os.path as osp
+    import sys
+    sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis'))
+    from backbone_bench.measure import paired_aux_loss_steps
+    from backbone_bench.report import evaluate_targets
+    model = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.1)).train()
+    loss = model.dp_loss
+    calls = []
+    loss.register_forward_hook(lambda *args: calls.append(1))
+    times = paired_aux_loss_steps(model, torch.randn(1, 3, 64, 48), pairs=3)
+    assert len(times['with']) == len(times['without']) == 3
+    assert len(calls) == 4  # one untimed pair, then three timed ones
+    assert model.dp_loss is loss and not model.pop_auxiliary_losses()
+    with pytest.raises(ValueError, match='dp_loss'):
+        paired_aux_loss_steps(build().train(), torch.randn(1, 3, 64, 48), pairs=1)
+
+    pairs = {'with': [1.0, 2.0, 1.0], 'without': [0.9, 1.0, 0.96]}  # shares 0.1, 0.5, 0.04
+    results = {'per_size': {}, 'train': {'2x64x48': {'models': {'lavit-s': {'step_median_s': 1.0}, 'lavit-s-nodp': {
+        'step_median_s': 0.5}}, 'dp_pairs': pairs}}}
+    share = [t for t in evaluate_targets(results) if 'loss_dp <= 0.05' in t['target']]
+    assert len(share) == 1 and share[0]['figures'].startswith('median of 3 paired steps: 0.100 ')

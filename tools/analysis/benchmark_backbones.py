@@ -43,7 +43,7 @@ import torch  # noqa: E402
 
 from backbone_bench.measure import (_peak_rss_kib, _proc_status_kib, _reset_peak_rss, count_flops,  # noqa: E402,F401
                                     measure_memory, memory_worker, module_time_breakdown, operator_profile,
-                                    time_round_robin, train_step, verify_flop_counter)
+                                    paired_aux_loss_steps, time_round_robin, train_step, verify_flop_counter)
 from backbone_bench.micro import attention_micro_benchmark, compile_benchmark, mixffn_benchmark  # noqa: E402
 from backbone_bench.report import (MARK_BEGIN, MARK_END, evaluate_targets, machine_description,  # noqa: E402,F401
                                    plot_latency_curve, render_markdown, write_markdown)
@@ -72,6 +72,9 @@ def parse_args(argv=None):
     p.add_argument('--train-models', nargs='+', default=list(TRAIN_ZOO), choices=list(TRAIN_ZOO), metavar='MODEL',
                    help=f'training-step models, subset of: {", ".join(TRAIN_ZOO)}')
     p.add_argument('--train-repeats', type=int, default=3, help='timed training steps per model and size')
+    p.add_argument('--dp-pairs', type=int, default=6,
+                   help="LaViT-S training steps with and without loss_dp, same model, in this many alternating "
+                        "back-to-back pairs per training size: the DP loss's share of the step (default 6; 0: off)")
     p.add_argument('--curve-sizes', nargs='+', type=parse_size, default=list(CURVE_SIZES),
                    help='sizes HxW of the latency-against-size curve (default 256x256 ... 800x1333)')
     p.add_argument('--curve-repeats', type=int, default=3, help='timed rounds per curve size')
@@ -242,6 +245,9 @@ def main(argv=None) -> dict:
             for name, t in times.items():
                 entry['models'][name]['step_s'] = t
                 entry['models'][name]['step_median_s'] = statistics.median(t)
+            if args.dp_pairs and 'lavit-s' in train_models:
+                log(f'  LaViT-S with and without loss_dp, {args.dp_pairs} pairs')
+                entry['dp_pairs'] = paired_aux_loss_steps(train_models['lavit-s'], x, args.dp_pairs)
             del train_models
             results['train'][key] = entry
             sample_load()

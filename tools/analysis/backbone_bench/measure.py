@@ -171,6 +171,32 @@ def train_step(model: nn.Module, x: torch.Tensor) -> None:
     model.zero_grad(set_to_none=True)
 
 
+def paired_aux_loss_steps(model: nn.Module, x: torch.Tensor, pairs: int, attr: str = 'dp_loss') -> Dict[str, List[float]]:
+    """Training-step times of one model with and without an auxiliary loss (``model.<attr>`` set to ``None`` for
+    the steps without it), in ``pairs`` back-to-back pairs whose order alternates, after one untimed pair.
+
+    The cost of the loss is the difference of the two steps of a pair: both run on the same weights, one after the
+    other, so a change of the host's speed between rounds (this machine is shared) cancels out, which it does not
+    between two models timed in different slots of a round-robin."""
+    loss = getattr(model, attr)
+    if loss is None:
+        raise ValueError(f'the model has no {attr} to switch off')
+    times = {'with': [], 'without': []}
+    try:
+        with torch.enable_grad():
+            for p in range(pairs + 1):
+                for on in ((True, False) if p % 2 == 0 else (False, True)):
+                    setattr(model, attr, loss if on else None)
+                    gc.collect()
+                    t0 = time.perf_counter()
+                    train_step(model, x)
+                    if p:
+                        times['with' if on else 'without'].append(time.perf_counter() - t0)
+    finally:
+        setattr(model, attr, loss)
+    return times
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Memory (fresh subprocess per model and size)
 # ---------------------------------------------------------------------------------------------------------------
