@@ -478,3 +478,19 @@ def test_benchmark_tables_render_from_their_raw_numbers():
     text = read('docs/benchmarks.md')
     section = text.split(MARK_BEGIN.format(section='main'), 1)[1].split(MARK_END.format(section='main'), 1)[0]
     assert section.strip() == render_markdown(results).strip()
+
+
+def test_results_state_the_learning_thresholds_the_tests_use():
+    """docs/results.md's table of the learning tests gives the thresholds that the tests assert (so a threshold
+    changed in a test without its measurement in the docs, or the other way round, fails here)."""
+    import test_classification
+    import test_detection
+    import test_segmentation
+    table = read('docs/results.md').split('### The learning tests', 1)[1].split('How to read them', 1)[0]
+    expected = {'upernet_lavit_t_shapes.py': f'mIoU >= {test_segmentation.MIN_MIOU}',
+                'lavit_t_cls_shapes.py': f'top-1 >= {test_classification.MIN_ACCURACY}',
+                'maskrcnn_lavit_t_shapes.py': f'bbox >= {test_detection.MIN_BBOX_MAP}, '
+                                              f'segm >= {test_detection.MIN_SEGM_MAP}'}
+    for config, threshold in expected.items():
+        row = next(line for line in table.splitlines() if line.startswith('|') and config in line)
+        assert row.rstrip(' |').endswith(threshold), (config, row, threshold)
