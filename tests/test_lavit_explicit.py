@@ -149,41 +149,47 @@ def test_every_attention_path_equals_explicit_matrices(kind):
     assert checked == dict(va=sum(arch['num_vanilla']), la=n_la, carry=3, dp=n_la)
 
 
-def test_dp_key_grid_coarsened_above_max_cells_matches_explicit_matrices():
-    """Above ``max_cells`` key cells the DP loss's key-grid attentions are computed on a coarser grid: queries
-    pooled by factor x c, Psi on that grid, Theta exact on the full key axis, keys summed over c x c windows.
-    Checked against explicit float64 matrices (3 heads, random kernels, odd grid, a chain of 2 LA layers)."""
+@pytest.mark.parametrize('max_cells, layers', [(20, 2), (20, 8), (None, 3)])
+def test_dp_key_grid_attentions_match_explicit_matrices(max_cells, layers):
+    """The DP loss's key-grid attentions ``S_l = Psi_l ... Psi_1 pool(P) Theta_1 ... Theta_l`` of a chain of LA
+    layers, checked against explicit float64 matrices (3 heads, random kernels, odd grid): exact keys (no
+    ``max_cells``: the recurrence ``S_l = Psi_l S_(l-1) Theta_l``) and, above ``max_cells`` key cells, a coarser grid
+    (queries pooled by factor x c, Psi on that grid, Theta exact on the full key axis, keys summed over c x c
+    windows), for a short chain (Psis on the stack of coarsened partial products) and a long one (the recurrence on
+    the uncoarsened keys)."""
     from vitattn_mm.models.layers.attention_map import AttentionMap, coarsening
     from vitattn_mm.models.layers.local_mix import ConvexLocalMix
     assert coarsening((16, 16), 300) == 1 and coarsening((25, 42), 300) == 2  # 512x512 exact, 1333x800 by 2
     assert coarsening((25, 42), None) == 1
     torch.manual_seed(3)
     query_hw, key_hw, factor, heads = (14, 18), (7, 9), 2, 3
-    max_cells = 20  # 7 x 9 = 63 key cells -> c = 2: 4 x 5 = 20
+    c = coarsening(key_hw, max_cells)  # 7 x 9 = 63 key cells; max_cells 20 -> c = 2: 4 x 5 = 20
     p = torch.randn(2, heads, 14 * 18, 7 * 9).mul(3).softmax(-1)
-    mixes = [ConvexLocalMix(heads) for _ in range(4)]
+    mixes = [ConvexLocalMix(heads) for _ in range(2 * layers)]
     with torch.no_grad():
         for m in mixes:
             m.kernel_logits.normal_(0, 1.5)
-    chain = [(mixes[0], mixes[1]), (mixes[2], mixes[3])]  # (Psi, Theta) of two LA layers
+    chain = list(zip(mixes[::2], mixes[1::2]))  # (Psi, Theta) of each LA layer
     amap = AttentionMap(p, query_hw, key_hw, 'prob')
     for psi, theta in chain:
         amap = amap.transformed(psi, theta)
     got = amap.key_grid_attentions(factor, max_cells=max_cells)
 
-    pool, coarse_hw = dense_pool(query_hw, factor * 2)
-    assert coarse_hw == (4, 5)
-    members, _ = dense_pool(key_hw, 2)
-    key_sum = (members > 0).double().T  # (63, 20): key j -> its 2 x 2 window
+    pool, coarse_hw = dense_pool(query_hw, factor * c)
+    members, cells_hw = dense_pool(key_hw, c)
+    assert coarse_hw == cells_hw == ((4, 5) if c == 2 else key_hw)
+    key_sum = (members > 0).double().T  # (63, cells): key j -> its c x c window
+    cells = key_sum.shape[1]
     a = pool @ p.double()
+    assert len(got) == layers
     for l, (_, theta) in enumerate(chain):
         a = a @ per_head(theta, key_hw)  # pool(P) Theta_1 ... Theta_l, exact on the full key axis
         square = a @ key_sum
         for psi, _ in chain[:l + 1]:  # Psi_l ... Psi_1 on the coarse grid
             square = per_head(psi, coarse_hw) @ square
-        assert got[l].shape == (2, heads, 20, 20)
+        assert got[l].shape == (2, heads, cells, cells)
         assert torch.allclose(got[l].double(), square, atol=1e-5)
-        assert torch.allclose(got[l].sum(-1), torch.ones(2, heads, 20), atol=1e-5)  # still distributions
+        assert torch.allclose(got[l].sum(-1), torch.ones(2, heads, cells), atol=1e-5)  # still distributions
 
 
 @pytest.mark.parametrize('query_hw, max_cells, shared', [((16, 20), None, True), ((16, 20), 6, True),

@@ -205,9 +205,9 @@ class AttentionMap:
         and ``Theta_1 ... Theta_l`` on the key axis (exact for Theta):
         ``S_l = Psi_l^K ... Psi_1^K pool(P) Theta_1 ... Theta_l``, where ``Psi^K`` is the same learned kernel on the
         K-cell grid (its neighbourhood spans ``factor x factor`` times the area it covers on the query grid).
-        ``pool(P)`` is computed once, the Thetas incrementally, and the Psis on the stack of the remaining layers,
-        so a chain of n layers costs n row and n column transforms of K x K matrices and never a Psi over the full
-        Nq x Nk matrix. ``S_l`` is a product of row-stochastic matrices, so the loss on it stays in
+        ``pool(P)`` is computed once and then ``S_l = Psi_l^K S_(l-1) Theta_l`` (rows and columns are transformed
+        independently), so a chain of n layers costs n row and n column transforms of K x K matrices and never a Psi
+        over the full Nq x Nk matrix. ``S_l`` is a product of row-stochastic matrices, so the loss on it stays in
         [0, loss_weight].
 
         ``max_cells`` (our choice, for large inputs): when the key grid has more cells, both axes of ``S_l`` are
@@ -215,6 +215,10 @@ class AttentionMap:
         ``factor * c`` (and the Psi act on that grid), the Thetas still act exactly on the full key axis, and then
         the keys are summed over c x c windows (rows stay distributions). At 1333x800 every LaViT stage has a
         25 x 42 key grid (1,050 cells), and stacks of 1,050 x 1,050 matrices made the loss 42% of a training step.
+        For a short chain (``n + 1 <= 2 c^2``, every stage of LaViT-T/S and all but LaViT-B's third) the partial
+        products ``pool(P) Theta_1 ... Theta_l`` are coarsened first and the Psis applied to the stack of the
+        remaining layers (n (n + 1) / 2 row transforms of K_c x K_c matrices); for a longer one, the recurrence above
+        on the K_c x K matrices, coarsened at the end of each step.
 
         ``carry_factor``: the stage carry will pool the queries by this factor (:meth:`carried`). When it divides
         the pooling factor and both sides of the query grid, the rows are pooled by it first, kept for the carry,
@@ -232,10 +236,22 @@ class AttentionMap:
             pooled, hw = pool_rows(*self._pooled[c], total // c)
         else:
             pooled, hw = pool_rows(self.matrix, self.query_hw, total)
+        n = len(self.psis)
+        if coarse == 1 or n + 1 > 2 * coarse ** 2:
+            # T_l = Psi_l T_(l-1) Theta_l (Psi acts on the rows, Theta on the columns), S_l = T_l with its keys
+            # summed over c x c windows: n row and n column transforms of K_c x K matrices
+            squares, t = [], pooled
+            for psi, theta in zip(self.psis, self._theta_grids):
+                t = theta.columns(psi.on_grid(hw).rows(t))
+                squares.append(t if coarse == 1 else sum_pool_columns(t, self.key_hw, coarse))
+            return squares
+        # short chains on coarsened keys: the partial products pool(P) Theta_1 ... Theta_l are coarsened first and
+        # the Psis applied to the stack of the remaining layers: n (n + 1) / 2 row transforms of K_c x K_c matrices,
+        # fewer elements than n of the c^2 times wider K_c x K ones while n + 1 <= 2 c^2
         cols, a = [], pooled
         for theta in self._theta_grids:  # pool(P) Theta_1 ... Theta_l for every l
             a = theta.columns(a)  # each partial product is kept: not overwritten
-            cols.append(a if coarse == 1 else sum_pool_columns(a, self.key_hw, coarse))
+            cols.append(sum_pool_columns(a, self.key_hw, coarse))
         b, heads, k, _ = pooled.shape
         tail = torch.stack(cols).view(-1, heads, k, k)  # (n * B, heads, K, K)
         squares = []
