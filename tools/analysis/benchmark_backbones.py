@@ -74,7 +74,8 @@ def parse_args(argv=None):
     p.add_argument('--train-repeats', type=int, default=3, help='timed training steps per model and size')
     p.add_argument('--dp-pairs', type=int, default=6,
                    help="LaViT-S training steps with and without loss_dp, same model, in this many alternating "
-                        "back-to-back pairs per training size: the DP loss's share of the step (default 6; 0: off)")
+                        "back-to-back pairs per training size: the DP loss's share of the step (default 6; 0: the "
+                        "share is not measured)")
     p.add_argument('--curve-sizes', nargs='+', type=parse_size, default=list(CURVE_SIZES),
                    help='sizes HxW of the latency-against-size curve (default 256x256 ... 800x1333)')
     p.add_argument('--curve-repeats', type=int, default=3, help='timed rounds per curve size')
