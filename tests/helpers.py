@@ -14,6 +14,12 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NO_VALIDATION = ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
 
 
+def read_doc(path: str) -> str:
+    """A file of the repository (e.g. ``docs/results.md``), as text."""
+    with open(osp.join(ROOT, path), encoding='utf-8') as f:
+        return f.read()
+
+
 def run_tool(args, timeout=900, env=None, check=True):
     """Runs ``python <args>`` (or ``bash <script> ...`` for .sh) in the repository root; returns the process."""
     full_env = dict(os.environ, PYTHONWARNINGS='ignore', PYTHON=sys.executable, **(env or {}))
