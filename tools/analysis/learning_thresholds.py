@@ -4,7 +4,8 @@ backbone frozen at its random initialisation, over several seeds, with the numbe
     python tools/analysis/learning_thresholds.py det  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
     python tools/analysis/learning_thresholds.py seg  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
     python tools/analysis/learning_thresholds.py cls  [--seeds 0 1 2] [--data-root DIR] [--json out.json]
-    (--jobs N: runs at a time, default 2; each run uses one torch thread, like the learning tests)
+    (--jobs N: runs at a time, default 2; each run uses one torch thread, like the learning tests;
+     --cfg-options KEY=VALUE ...: more overrides for every run, to try a setting)
 
 Each run is a real ``tools/train.py`` run with the same ``--cfg-options`` as the test (taken from
 ``tests/learning_setup.py``), evaluated at its last iteration. "frozen" adds ``model.backbone.frozen_stages=4``:
@@ -49,6 +50,8 @@ def main(argv=None):
                         'default: a temporary folder)')
     parser.add_argument('--json', help='also write the results to this file')
     parser.add_argument('--jobs', type=int, default=2, help='runs at a time (each uses one thread; default 2)')
+    parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
+                        help='more config overrides for every run (to try a setting before it goes into the config)')
     args = parser.parse_args(argv)
 
     setup = learning_setup.TASKS[args.task]
@@ -59,7 +62,7 @@ def main(argv=None):
             work_dir = osp.join(tmp, f'{variant}_{seed}')
             extra = ['model.backbone.frozen_stages=4'] if variant == 'frozen' else []
             cmd = [sys.executable, 'tools/train.py', setup.config, '--work-dir', work_dir, '--cfg-options',
-                   *setup.options(data_root, seed), *extra]
+                   *setup.options(data_root, seed), *args.cfg_options, *extra]
             start = time.time()
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
                                   env=dict(os.environ, PYTHONWARNINGS='ignore', **learning_setup.RUN_ENV))
@@ -75,7 +78,7 @@ def main(argv=None):
         with ThreadPoolExecutor(args.jobs) as pool:
             rows = list(pool.map(lambda vs: run(*vs), [(v, s) for v in args.variants for s in args.seeds]))
 
-    print(f'\n{args.task}: {setup.config} {" ".join(setup.options("DATA", "SEED"))}')
+    print(f'\n{args.task}: {setup.config} {" ".join([*setup.options("DATA", "SEED"), *args.cfg_options])}')
     print(f'CPU: {cpu_name()}, {os.cpu_count()} logical CPUs\n')
     table = []
     for variant in args.variants:

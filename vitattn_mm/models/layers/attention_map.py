@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from ..utils.tokens import head_matmul, map_to_tokens, merge_heads, split_heads, tokens_as_map
 from .local_mix import ConvexLocalMix
+from .shared_matrix_product import SharedMatrixProducts
 
 ATTENTION_KINDS = ('prob', 'logit')
 
@@ -72,13 +73,15 @@ class AttentionMap:
 
     ``matrix`` may be a view of a heads-inner tensor (see :class:`~.local_mix.GridMix`); only its logical shape
     (B, heads, Nq, Nk) matters to users. The ``psis``/``thetas`` are the :class:`ConvexLocalMix` modules of the
-    factored chain; they are prepared on their grids once per layer (:meth:`transformed`).
+    factored chain; they are prepared on their grids once per layer (:meth:`transformed`). In training the products
+    of one probability matrix by the values of its layers go through one :class:`SharedMatrixProducts`, which
+    gathers the matrix's gradient from all of them into one GEMM.
     """
 
     def __init__(self, matrix: torch.Tensor, query_hw: Tuple[int, int], key_hw: Tuple[int, int],
                  kind: str = 'prob', psis: Sequence[ConvexLocalMix] = (),
                  thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None,
-                 _pooled: Optional[dict] = None):
+                 _pooled: Optional[dict] = None, _products: Optional[SharedMatrixProducts] = None):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f'attention kind must be one of {ATTENTION_KINDS}, got {kind!r}')
         self.matrix = matrix
@@ -94,6 +97,9 @@ class AttentionMap:
         self._probs: Optional[torch.Tensor] = None
         # rows pooled by a factor, kept by the DP loss's key-grid pooling for the stage carry (see key_grid_attentions)
         self._pooled = {} if _pooled is None else _pooled
+        if _products is None and kind == 'prob' and torch.is_grad_enabled() and matrix.requires_grad:
+            _products = SharedMatrixProducts()
+        self._products = _products
 
     @property
     def num_heads(self) -> int:
@@ -103,7 +109,8 @@ class AttentionMap:
         """A second map object over the same matrix (no copy), for a consumer that releases it
         (``carried(..., release=True)``) while this map stays usable for whoever still holds it."""
         return AttentionMap(self.matrix, self.query_hw, self.key_hw, self.kind, self.psis, self.thetas,
-                            _grids=(self._psi_grids, self._theta_grids), _pooled=self._pooled)
+                            _grids=(self._psi_grids, self._theta_grids), _pooled=self._pooled,
+                            _products=self._products)
 
     def transformed(self, psi: ConvexLocalMix, theta: ConvexLocalMix) -> 'AttentionMap':
         """The attention of a less-attention layer: ``Psi A Theta``."""
@@ -111,7 +118,8 @@ class AttentionMap:
         if self.kind == 'prob':
             return AttentionMap(self.matrix, self.query_hw, self.key_hw, 'prob', self.psis + (psi, ),
                                 self.thetas + (theta, ),
-                                _grids=(self._psi_grids + (psi_grid, ), self._theta_grids + (theta_grid, )))
+                                _grids=(self._psi_grids + (psi_grid, ), self._theta_grids + (theta_grid, )),
+                                _products=self._products)
         logits = theta_grid.columns(psi_grid.rows(self.matrix), overwrite=True)
         return AttentionMap(logits, self.query_hw, self.key_hw, 'logit')
 
@@ -125,13 +133,21 @@ class AttentionMap:
             for theta in reversed(self._theta_grids):
                 grid = theta.map(grid)
             v = map_to_tokens(grid)[0]
-        z = merge_heads(head_matmul(self.matrix, split_heads(v, heads)))
+        z = merge_heads(self._times(split_heads(v, heads)))
         if self._psi_grids:
             grid = tokens_as_map(z, self.query_hw)
             for psi in self._psi_grids:
                 grid = psi.map(grid)
             z = map_to_tokens(grid)[0]
         return z
+
+    def _times(self, v: torch.Tensor) -> torch.Tensor:
+        """``matrix @ v`` for (B, heads, Nk, d) values: one ``bmm``; in training through the shared products."""
+        if self._products is None or not torch.is_grad_enabled():
+            return head_matmul(self.matrix, v)
+        b, heads, n, k = self.matrix.shape
+        out = self._products.product(self.matrix.reshape(b * heads, n, k), v.reshape(b * heads, k, v.shape[-1]))
+        return out.view(b, heads, n, -1)
 
     def apply(self, v: torch.Tensor) -> torch.Tensor:
         """``A @ v`` for values ``v`` of shape (B, heads, Nk, d)."""
