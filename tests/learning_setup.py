@@ -68,3 +68,6 @@ SEG = LearningTask(config='configs/lavit/upernet_lavit_t_shapes.py', metrics=('m
 CLS = LearningTask(config='configs/lavit/lavit_t_cls_shapes.py', metrics=('accuracy/top1', ),
                    prepare_data=_imagenet_data, data_options=data_root_options)
 TASKS = dict(det=DET, seg=SEG, cls=CLS)
+# The baseline a trained backbone must beat: the same run with the backbone frozen at its random initialisation
+# (the neck and heads still learn, on untrained features).
+FROZEN_BACKBONE = ('model.backbone.frozen_stages=4', )

@@ -7,26 +7,28 @@ import pytest
 import torch
 from helpers import (NO_VALIDATION, ROOT, interrupted_work_dir, last_metrics, logged_iterations, printed_metric,
                      run_tool)
-from learning_setup import SEG, RUN_ENV, data_root_options
+from learning_setup import FROZEN_BACKBONE, RUN_ENV, SEG, data_root_options
 
 # A run that hangs is stopped after this many seconds: at least 3x the slowest run we measured.
 HANG_TIMEOUT = 3600
 
-# Learning threshold, for LaViT-T UperNet with learning_setup.SEG's options (one torch thread, RUN_ENV), measured
-# over seeds 0 to 4 with `python tools/analysis/learning_thresholds.py seg --seeds 0 1 2 3 4` (Intel Xeon, 2 cores,
-# 2026-11-29, the config's 200 iterations; docs/results.md), mIoU of seeds 0 / 1 / 2 / 3 / 4:
-#   trained end to end (this code):                           95.06 / 91.53 / 94.35 / 93.48 / 94.64
-#   trained, with the DP loss's previous arithmetic (the same
-#   values up to rounding: other trajectories, as another CPU
-#   would give):                                              93.41 / 93.03 / 94.83 / 93.74 / 94.51
-#   backbone frozen at its random initialisation (the neck
-#   and heads learn on untrained features):                   90.86 / 92.75 / 92.24 / 91.08 / 89.43
+# Learning thresholds, for LaViT-T UperNet with learning_setup.SEG's options (one torch thread, RUN_ENV), measured
+# with `python tools/analysis/learning_thresholds.py seg --seeds 0 1 2` and `... --seeds 3 4 5` (Intel Xeon, 2 cores,
+# 2026-11-29, the config's 200 iterations and 32 / 16-channel heads; docs/results.md), mIoU of seeds 0 to 5:
+#   trained end to end:                                   91.56 / 92.55 / 93.68 / 93.85 / 94.14 / 93.98
+#   backbone frozen at its random initialisation (the
+#   neck and heads learn on untrained features):          88.84 / 89.46 / 90.92 / 90.07 / 89.76 / 88.66
+#   gain of the trained run over the frozen run of its
+#   seed:                                                 2.72 / 3.09 / 2.76 / 3.78 / 4.38 / 5.32
 #   a broken backbone (features independent of the image) can only paint one class: mIoU <= ~8.
-# (The frozen runs do not depend on the DP loss's arithmetic: no gradient reaches a frozen backbone.) The threshold
-# lies 0.15 above the best frozen run (92.75) and below nine of the ten trained runs (the closest, 93.03, is 0.13
-# above it); one trained trajectory in ten (91.53) fell below it and below two frozen runs. The test trains seed 0 (95.06 here, margin +2.16). A CPU that rounds differently follows another trajectory,
-# like another seed: by these runs about one such trajectory in ten fails the test.
-MIN_MIOU = 92.9
+# The test trains seed 0 both ways and asserts the gain (its worst measured value, 2.72, is 1.72 above MIN_GAIN) and
+# that the trained run learned the task (MIN_MIOU, 3.56 below the worst trained run). The gain is what tells a
+# learning backbone from one that stays at its random features: on its own an absolute mIoU could not, since the
+# runs of the two kinds lie within 0.7 of each other at their closest (91.56 trained, 90.92 frozen). A CPU that
+# rounds differently follows other trajectories, like another seed. With the earlier 128 / 64-channel heads the
+# frozen runs reached 89.43-92.75 and the trained ones 91.53-95.06 (ten runs), and the gain was -1.2 to 5.2.
+MIN_MIOU = 88.0
+MIN_GAIN = 1.0
 
 
 @pytest.fixture(scope='session')
@@ -44,11 +46,23 @@ def trained(shapes_ade, tmp_path_factory):
         return work_dir, f.read().strip()
 
 
+@pytest.fixture(scope='module')
+def frozen_miou(shapes_ade, tmp_path_factory):
+    """The same run with the backbone frozen at its random initialisation: the baseline that training must beat."""
+    work_dir = str(tmp_path_factory.mktemp('upernet_frozen'))
+    run_tool(['tools/train.py', SEG.config, '--work-dir', work_dir, '--cfg-options',
+              *SEG.options(shapes_ade, seed=0), *FROZEN_BACKBONE], timeout=HANG_TIMEOUT, env=RUN_ENV)
+    return last_metrics(work_dir)['mIoU']
+
+
 @pytest.mark.xdist_group('seg_learning')
-def test_learns_to_segment_shapes(trained):
+def test_learns_to_segment_shapes(trained, frozen_miou):
+    """The backbone learns: the run beats the same run on frozen random features by MIN_GAIN, and segments the
+    shapes (MIN_MIOU)."""
     work_dir, _ = trained
     metrics = last_metrics(work_dir)
     assert metrics['mIoU'] >= MIN_MIOU, metrics
+    assert metrics['mIoU'] - frozen_miou >= MIN_GAIN, (metrics, frozen_miou)
 
 
 @pytest.mark.xdist_group('seg_learning')

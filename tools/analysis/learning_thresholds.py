@@ -60,7 +60,7 @@ def main(argv=None):
 
         def run(variant, seed):
             work_dir = osp.join(tmp, f'{variant}_{seed}')
-            extra = ['model.backbone.frozen_stages=4'] if variant == 'frozen' else []
+            extra = list(learning_setup.FROZEN_BACKBONE) if variant == 'frozen' else []
             cmd = [sys.executable, 'tools/train.py', setup.config, '--work-dir', work_dir, '--cfg-options',
                    *setup.options(data_root, seed), *args.cfg_options, *extra]
             start = time.time()
