@@ -22,7 +22,8 @@ from vitattn_mm.engine import AuxiliaryLossHook
 # of 16 images (800 training images, 2.4 epochs), evaluated on 200 held-out images. Chance is 25% (balanced
 # classes). Measured over seeds 0, 1, 2 with `python tools/analysis/learning_thresholds.py cls` (Intel Xeon, 2 cores,
 # 2026-11-29; docs/results.md), top-1 of seeds 0 / 1 / 2:
-#   trained end to end                                          93.5 / 92.0 / 92.5
+#   trained end to end (the same before and after the rounding-only changes of the training step, 2026-11-29)
+#                                                               93.5 / 92.0 / 92.5
 #   backbone frozen at random init (only the linear head learns) 71.0 / 75.5 / 74.5
 # The class colour families make much of the task a colour lookup, hence the high frozen baseline. The threshold
 # lies about halfway between the two groups: +8.5 above the best frozen run, -8.0 below the worst trained one.
