@@ -97,7 +97,9 @@ class AttentionMap:
         self._probs: Optional[torch.Tensor] = None
         # rows pooled by a factor, kept by the DP loss's key-grid pooling for the stage carry (see key_grid_attentions)
         self._pooled = {} if _pooled is None else _pooled
-        if _products is None and kind == 'prob' and torch.is_grad_enabled() and matrix.requires_grad:
+        if (_products is None and kind == 'prob' and torch.is_grad_enabled() and matrix.requires_grad
+                and not (torch.compiler.is_compiling() or torch.jit.is_tracing())):
+            # (a compiler or tracer sees the plain products: the hand-over is Python-side state of the backward)
             _products = SharedMatrixProducts()
         self._products = _products
 
