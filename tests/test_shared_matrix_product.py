@@ -73,17 +73,19 @@ def test_a_product_whose_gradient_comes_alone_returns_its_own():
 
 
 def test_retain_graph_backward_twice_and_partial_gradients():
-    """Two backward passes over one graph accumulate twice the gradient, as plain autograd; a ``torch.autograd.grad``
-    for a later layer's values only (a pass in which the first product does not run) leaves nothing behind that
-    a later full pass would count."""
+    """Two backward passes over one graph accumulate twice the gradient, as plain autograd, each gathering its own
+    products; a ``torch.autograd.grad`` for a later layer's values only (a pass in which the first product does not
+    run) leaves nothing behind that a later full pass would count."""
     def twice(loss):
         loss.backward(retain_graph=True)
         loss.backward()
 
-    got, ref = gradients(weighted_sum, SharedMatrixProducts, backward=twice), gradients(weighted_sum, lambda: None,
-                                                                                      backward=twice)
+    CountingProducts.gathered = []
+    got, ref = gradients(weighted_sum, CountingProducts, backward=twice), gradients(weighted_sum, lambda: None,
+                                                                                  backward=twice)
     for a, b in zip(got, ref):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert CountingProducts.gathered == [15, 15]  # each pass gathers its own three products
 
     results = []
     for factory in (SharedMatrixProducts, lambda: None):
