@@ -14,6 +14,13 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 NO_VALIDATION = ['val_cfg=None', 'val_dataloader=None', 'val_evaluator=None']
 
 
+def use_analysis_tools() -> None:
+    """Makes the modules under tools/analysis (``backbone_bench``, ``profile_train_step``, ...) importable."""
+    path = osp.join(ROOT, 'tools', 'analysis')
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
 def read_doc(path: str) -> str:
     """A file of the repository (e.g. ``docs/results.md``), as text."""
     with open(osp.join(ROOT, path), encoding='utf-8') as f:

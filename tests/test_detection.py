@@ -11,7 +11,7 @@ import shutil
 import pytest
 import torch
 from helpers import (NO_VALIDATION, ROOT, interrupted_work_dir, last_metrics, logged_iterations, printed_metric, run_tool,
-                     train_losses)
+                     train_losses, use_analysis_tools)
 from learning_setup import DET, RUN_ENV, coco_data_options
 
 # A run that hangs is stopped after this many seconds: at least 3x the slowest run we measured (the learning run,
@@ -177,9 +177,8 @@ def test_corrupt_or_missing_annotation_file(shapes_coco, tmp_path, damage):
 def test_training_step_profile_splits_one_iteration(shapes_coco):
     """tools/analysis/profile_train_step.py times the parts of a real Mask R-CNN training iteration: every part is
     measured, the backbone's forward and backward hooks fire, and the parts add up to the iteration."""
-    import sys
     import time
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+    use_analysis_tools()
     import profile_train_step as prof
     from mmengine.registry import DefaultScope
     data = dict(opt.split('=', 1) for opt in coco_data_options(shapes_coco))

@@ -5,7 +5,7 @@ import glob
 import os.path as osp
 import re
 
-from helpers import ROOT, read_doc as read
+from helpers import ROOT, read_doc as read, use_analysis_tools
 
 
 def test_model_zoo_has_one_row_per_config():
@@ -24,8 +24,7 @@ def test_benchmark_tables_render_from_their_raw_numbers():
     """The generated section of docs/benchmarks.md is what tools/analysis/benchmark_backbones.py renders from
     docs/benchmarks.json (so the tables, ratios and target verdicts there follow from the recorded measurements)."""
     import json
-    import sys
-    sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis'))
+    use_analysis_tools()
     from backbone_bench.report import MARK_BEGIN, MARK_END, evaluate_targets, render_markdown
     results = json.loads(read('docs/benchmarks.json'))
     results['targets'] = evaluate_targets(results)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from conftest import TINY_LAVIT, randomised_lavit, tiny_lavit as build
+from helpers import use_analysis_tools
 
 from vitattn_mm import LaViT
 from vitattn_mm.models.layers import LessAttention, SpatialReductionAttention
@@ -349,9 +350,7 @@ def test_border_normalisation_is_the_same_in_inference_and_training(heads, per_h
 def test_benchmark_counts_the_operator_calls_of_a_steady_state_forward():
     """tools/analysis/benchmark_backbones.py counts aten calls after a warm-up forward: the count of a fresh model
     equals that of a model already run at that size (without the warm-up it would include preparing the transforms)."""
-    import os.path as osp
-    import sys
-    sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis'))
+    use_analysis_tools()
     from backbone_bench.measure import count_flops
     x = torch.randn(1, 3, 64, 48)
     fresh, warm = build().eval(), build().eval()
@@ -365,9 +364,7 @@ def test_benchmark_times_the_dp_loss_in_pairs_on_one_model():
     """The benchmark's DP-loss share: the same model steps with and without ``loss_dp`` in alternating pairs (the
     loss runs in exactly the 'with' steps and is switched back on afterwards), and the report's share is the median
     of the pairs' ``(with - without) / with``."""
-    import os.path as osp
-    import sys
-    sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'tools', 'analysis'))
+    use_analysis_tools()
     from backbone_bench.measure import paired_aux_loss_steps
     from backbone_bench.report import evaluate_targets
     model = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.1)).train()
