@@ -80,9 +80,10 @@ class _SharedMatrixProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         matrix, values = ctx.saved_tensors
-        dtype = grad.dtype
-        m, v = matrix.to(dtype), values.to(dtype)
-        grad_values = torch.bmm(m.transpose(1, 2), grad).to(values.dtype) if ctx.needs_input_grad[1] else None
+        v = values.to(grad.dtype)
+        grad_values = None
+        if ctx.needs_input_grad[1]:  # (under autocast a cast of the full matrix: only when needed)
+            grad_values = torch.bmm(matrix.to(grad.dtype).transpose(1, 2), grad).to(values.dtype)
         grad_matrix = None
         if ctx.needs_input_grad[0] and not (ctx.slot > 0 and ctx.shared._hand_over(ctx.slot, grad, v)):
             if ctx.slot == 0:
