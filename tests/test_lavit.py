@@ -260,11 +260,34 @@ def test_mix_ffn_in_bands_equals_one_pass(hw, batch):
     x = torch.randn(batch, hw[0] * hw[1], 8)
     with torch.no_grad():
         ref = ffn(x, hw)
-        for values in (1, 24 * hw[1] * 2, 24 * hw[1] * 5):  # bands of 1, 2 and 5 rows of each image
+        for values in (1, 24 * hw[1] * 2, 24 * hw[1] * 3):  # bands of 1, 2 and 3 rows of each image
             ffn.band_values = values
             assert ffn._band_rows(24, hw) < hw[0]
             assert torch.allclose(ffn(x, hw), ref, atol=1e-6), values
     assert torch.allclose(ffn.train()(x, hw), ref, atol=1e-6)
+
+
+def test_mix_ffn_runs_in_one_pass_when_two_bands_would_do():
+    """Bands only when the hidden layer needs more than MIN_BANDS of them (two bands were no faster than one pass)."""
+    from vitattn_mm.models.layers.mlp import MIN_BANDS, MixFFN
+    ffn = MixFFN(8, 24, band_values=24 * 10 * 4).eval()  # 4 rows of a 10-wide grid per band
+    assert MIN_BANDS == 2
+    assert ffn._band_rows(24, (8, 10)) == 8  # two bands' worth: one pass
+    assert ffn._band_rows(24, (9, 10)) == 3  # three bands of 3 rows
+    assert ffn._band_rows(24, (12, 10)) == 4
+
+
+def test_strided_views_of_the_banded_mix_ffn_match_permute_and_reshape():
+    """The one-call views used by the bands equal the permute/reshape views they replace, and a map that is not
+    channels-last is read by the copying path."""
+    from vitattn_mm.models.layers.mlp import channels_last_grid, grid_rows_as_tokens
+    tokens = torch.randn(5 * 7, 6)
+    grid = channels_last_grid(tokens, 5, 7)
+    assert torch.equal(grid, tokens.view(1, 5, 7, 6).permute(0, 3, 1, 2))
+    expected = grid.permute(0, 2, 3, 1).reshape(-1, 6)[2 * 7:4 * 7]
+    assert torch.equal(grid_rows_as_tokens(grid, 2, 4), expected)
+    assert torch.equal(grid_rows_as_tokens(grid.contiguous(), 2, 4), expected)
+    assert torch.equal(grid_rows_as_tokens(grid[..., 1:, :], 1, 3), grid.permute(0, 2, 3, 1)[0, 2:4].reshape(-1, 6))
 
 
 def test_backbone_output_is_the_same_with_and_without_ffn_bands():

@@ -16,6 +16,8 @@ from ..utils.tokens import map_to_tokens, tokens_as_map
 # 2 x 137 MB to 2 x 8 MB (Intel Xeon, 2 threads; docs/benchmarks.md, "Mix-FFN variants"), with the same numbers (the
 # bands overlap by the convolution's halo). Training (autograd on) keeps one pass.
 BAND_VALUES = 1 << 21
+# ... but only when the hidden layer needs more than this many bands (see MixFFN._band_rows).
+MIN_BANDS = 2
 
 
 class MixFFN(nn.Module):
@@ -51,18 +53,22 @@ class MixFFN(nn.Module):
         return self.fc2(torch.ops.aten.gelu_(hidden, approximate=self.act.approximate))
 
     def _band_rows(self, values_per_token: int, hw: Tuple[int, int]) -> int:
-        """Grid rows per band: equal bands of at most about ``band_values`` hidden values (all rows: one pass)."""
+        """Grid rows per band: equal bands of at most about ``band_values`` hidden values, or all rows (one pass)
+        when the hidden layer holds at most ``MIN_BANDS`` bands' worth: two or three bands were no faster than one
+        pass (LaViT-S's stage 2 at 512x512, 4.2M values: 10.9 ms in two bands, 9.4 ms in one pass; its stage 4 at
+        1333x800, 2.2M values: 17.2 vs 15.2 ms), and each band costs operator calls."""
         if not self.band_values:
             return hw[0]
         bands = min(hw[0], math.ceil(hw[0] * hw[1] * values_per_token / self.band_values))
-        return math.ceil(hw[0] / bands)
+        return math.ceil(hw[0] / bands) if bands > MIN_BANDS else hw[0]
 
     def _forward_in_bands(self, x: torch.Tensor, hw: Tuple[int, int], rows: int) -> torch.Tensor:
         """Inference, image by image, ``rows`` grid rows at a time: each band is extended by the convolution's halo
         (one row above and below, zero padding only at the grid's own border), and only its own rows are kept.
-        A band of grid rows is a run of rows of the image's (N, C) token matrix, so each band is 11 aten calls
-        (fc1 on the rows, the convolution, GELU in place, fc2 written straight into the output's rows): the calls
-        per band are what the bands cost at small inputs."""
+        A band of grid rows is a run of rows of the image's (N, C) token matrix, so each band is 8 aten calls:
+        fc1 on the rows, one strided view as a channels-last map, the convolution, one strided view of the band's
+        own rows, GELU in place, fc2 written straight into the output's rows. The calls per band are what the bands
+        cost at small inputs."""
         b, n, c = x.shape
         h, w = hw
         halo = self.dwconv.padding[0]
@@ -74,13 +80,29 @@ class MixFFN(nn.Module):
             for top in range(0, h, rows):
                 bottom = min(h, top + rows)
                 lo, hi = max(0, top - halo), min(h, bottom + halo)
-                hidden = torch.addmm(self.fc1.bias, image[lo * w:hi * w], w1)
-                hidden = F.conv2d(hidden.view(1, hi - lo, w, hidden_dim).permute(0, 3, 1, 2), self.dwconv.weight,
-                                  self.dwconv.bias, padding=halo, groups=hidden_dim)  # channels-last in and out
-                own = hidden.permute(0, 2, 3, 1).reshape(-1, hidden_dim)[(top - lo) * w:(bottom - lo) * w]
+                hidden = torch.addmm(self.fc1.bias, image[lo * w:hi * w], w1)  # ((hi - lo) * w, hidden_dim)
+                hidden = F.conv2d(channels_last_grid(hidden, hi - lo, w), self.dwconv.weight, self.dwconv.bias,
+                                  padding=halo, groups=hidden_dim)
+                own = grid_rows_as_tokens(hidden, top - lo, bottom - lo)
                 own = torch.ops.aten.gelu_(own, approximate=self.act.approximate)
                 torch.addmm(self.fc2.bias, own, w2, out=image_out[top * w:bottom * w])
         return out
+
+
+def channels_last_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A contiguous (h * w, C) token matrix seen as a channels-last (1, C, h, w) map: one strided view (the same
+    view as ``tokens.view(1, h, w, C).permute(0, 3, 1, 2)``, in one operator call instead of two)."""
+    c = tokens.shape[1]
+    return tokens.as_strided((1, c, h, w), (h * w * c, 1, w * c, c))
+
+
+def grid_rows_as_tokens(grid: torch.Tensor, first: int, end: int) -> torch.Tensor:
+    """Rows ``first`` to ``end`` of a (1, C, H, W) map as a ((end - first) * W, C) token matrix: for a channels-last
+    map one strided view (instead of permute, reshape and slice), otherwise a copy."""
+    _, c, _, w = grid.shape
+    if not grid.is_contiguous(memory_format=torch.channels_last):
+        return grid[:, :, first:end].permute(0, 2, 3, 1).reshape(-1, c)
+    return grid.as_strided(((end - first) * w, c), (c, 1), grid.storage_offset() + first * w * c)
 
 
 class Mlp(nn.Module):
