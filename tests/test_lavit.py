@@ -383,6 +383,18 @@ def test_benchmark_counts_the_operator_calls_of_a_steady_state_forward():
     assert calls[0] == calls[1] > 0
 
 
+def test_benchmark_machine_line_names_the_allocator_settings(monkeypatch):
+    """Fresh large tensors cost page faults, so the allocator's settings move every ratio with PVTv2 (see
+    docs/benchmarks.md): the machine line of every report says which were set."""
+    from vitattn_mm.utils.machine import ALLOCATOR_VARIABLES, machine_line
+    for name in ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert machine_line(2).endswith('allocator: default (no allocator variable set)')
+    monkeypatch.setenv('MALLOC_MMAP_THRESHOLD_', '268435456')
+    monkeypatch.setenv('LD_PRELOAD', '/usr/lib/libjemalloc.so.2')
+    assert machine_line(2).endswith('allocator: LD_PRELOAD=/usr/lib/libjemalloc.so.2, MALLOC_MMAP_THRESHOLD_=268435456')
+
+
 def test_benchmark_times_the_dp_loss_in_pairs_on_one_model():
     """The benchmark's DP-loss share: the same model steps with and without ``loss_dp`` in alternating pairs (the
     loss runs in exactly the 'with' steps and is switched back on afterwards), and the report's share is the median

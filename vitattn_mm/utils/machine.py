@@ -16,8 +16,21 @@ def cpu_name() -> str:
     return platform.processor() or 'unknown CPU'
 
 
+# Environment variables that change how the process gets memory, and with it the time of every fresh large tensor
+# (page faults): glibc's malloc thresholds, a preloaded allocator (jemalloc, tcmalloc), PyTorch's huge pages.
+ALLOCATOR_VARIABLES = ('LD_PRELOAD', 'GLIBC_TUNABLES', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_',
+                       'MALLOC_TOP_PAD_', 'MALLOC_ARENA_MAX', 'THP_MEM_ALLOC_ENABLE')
+
+
+def allocator_description() -> str:
+    """The memory allocator settings of this process's environment, or the default (glibc malloc as configured)."""
+    settings = [f'{name}={os.environ[name]}' for name in ALLOCATOR_VARIABLES if os.environ.get(name)]
+    return ', '.join(settings) if settings else 'default (no allocator variable set)'
+
+
 def machine_line(threads: int) -> str:
-    """One line for a report: CPU, logical CPUs, torch and its intra-op threads, Python, OS."""
+    """One line for a report: CPU, logical CPUs, torch and its intra-op threads, Python, OS, memory allocator."""
     import torch
     return (f'{cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__} (intra-op threads {threads}), '
-            f'Python {platform.python_version()}, {platform.system()} {platform.release()}')
+            f'Python {platform.python_version()}, {platform.system()} {platform.release()}, '
+            f'allocator: {allocator_description()}')
