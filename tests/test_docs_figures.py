@@ -1,9 +1,11 @@
 """The docs' tables of figures follow from their sources: docs/model_zoo.md lists every config, the generated
-section of docs/benchmarks.md is what the benchmark tool renders from docs/benchmarks.json, and docs/results.md
+sections of docs/benchmarks.md are what the benchmark tool renders from their JSON files, and docs/results.md
 states the thresholds that the learning tests assert."""
 import glob
 import os.path as osp
 import re
+
+import pytest
 
 from helpers import ROOT, read_doc as read, use_analysis_tools
 
@@ -20,17 +22,21 @@ def test_model_zoo_has_one_row_per_config():
         f'run: python tools/analysis/model_zoo.py --out docs/model_zoo.md')
 
 
-def test_benchmark_tables_render_from_their_raw_numbers():
-    """The generated section of docs/benchmarks.md is what tools/analysis/benchmark_backbones.py renders from
-    docs/benchmarks.json (so the tables, ratios and target verdicts there follow from the recorded measurements)."""
+@pytest.mark.parametrize('section, raw', [('main', 'docs/benchmarks.json'),
+                                          ('allocator', 'docs/benchmarks_allocator.json')])
+def test_benchmark_tables_render_from_their_raw_numbers(section, raw):
+    """Each generated section of docs/benchmarks.md is what tools/analysis/benchmark_backbones.py renders from its
+    JSON (so the tables, ratios and target verdicts there follow from the recorded measurements): the run of record
+    and the run with glibc's malloc reusing memory."""
     import json
     use_analysis_tools()
     from backbone_bench.report import MARK_BEGIN, MARK_END, evaluate_targets, render_markdown
-    results = json.loads(read('docs/benchmarks.json'))
+    results = json.loads(read(raw))
     results['targets'] = evaluate_targets(results)
     text = read('docs/benchmarks.md')
-    section = text.split(MARK_BEGIN.format(section='main'), 1)[1].split(MARK_END.format(section='main'), 1)[0]
-    assert section.strip() == render_markdown(results).strip()
+    assert MARK_BEGIN.format(section=section) in text, f'docs/benchmarks.md has no generated section {section!r}'
+    part = text.split(MARK_BEGIN.format(section=section), 1)[1].split(MARK_END.format(section=section), 1)[0]
+    assert part.strip() == render_markdown(results).strip()
 
 
 def test_results_state_the_learning_thresholds_the_tests_use():
