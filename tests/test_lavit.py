@@ -290,6 +290,28 @@ def test_strided_views_of_the_banded_mix_ffn_match_permute_and_reshape():
     assert torch.equal(grid_rows_as_tokens(grid[..., 1:, :], 1, 3), grid.permute(0, 2, 3, 1)[0, 2:4].reshape(-1, 6))
 
 
+def test_mix_ffn_band_releases_its_hidden_layer_before_the_next_band_allocates(monkeypatch):
+    """Each band's convolution output (and every view of it) is dead when the next band's convolution runs, so the
+    allocator can hand its memory back instead of fresh pages (docs/benchmarks.md, "A band's memory")."""
+    import weakref
+    from vitattn_mm.models.layers import mlp
+    outputs, earlier_alive = [], []
+    conv2d = mlp.F.conv2d
+
+    def recording_conv2d(*args, **kwargs):
+        earlier_alive.append([ref() is not None for ref in outputs])
+        out = conv2d(*args, **kwargs)
+        outputs.append(weakref.ref(out))
+        return out
+
+    monkeypatch.setattr(mlp.F, 'conv2d', recording_conv2d)
+    ffn = mlp.MixFFN(8, 24, band_values=24 * 9 * 2).eval()  # bands of 2 rows
+    with torch.no_grad():
+        ffn(torch.randn(2, 7 * 9, 8), (7, 9))
+    assert len(outputs) == 8  # 4 bands per image, 2 images
+    assert earlier_alive == [[False] * i for i in range(8)]
+
+
 def test_backbone_output_is_the_same_with_and_without_ffn_bands():
     banded, plain = build(ffn_band_values=512).eval(), build(ffn_band_values=None).eval()
     plain.load_state_dict(banded.state_dict())

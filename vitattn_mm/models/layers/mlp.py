@@ -54,9 +54,9 @@ class MixFFN(nn.Module):
 
     def _band_rows(self, values_per_token: int, hw: Tuple[int, int]) -> int:
         """Grid rows per band: equal bands of at most about ``band_values`` hidden values, or all rows (one pass)
-        when the hidden layer holds at most ``MIN_BANDS`` bands' worth: two or three bands were no faster than one
-        pass (LaViT-S's stage 2 at 512x512, 4.2M values: 10.9 ms in two bands, 9.4 ms in one pass; its stage 4 at
-        1333x800, 2.2M values: 17.2 vs 15.2 ms), and each band costs operator calls."""
+        when the hidden layer holds at most ``MIN_BANDS`` bands' worth: two bands were no faster than one pass
+        (LaViT-S's stage 2 at 512x512, 4.2M values: 10.9 ms in two bands, 9.4 ms in one pass; its stage 4 at
+        1333x800, 2.2M values: 17.2 vs 15.2 ms; Intel Xeon), and each band costs operator calls."""
         if not self.band_values:
             return hw[0]
         bands = min(hw[0], math.ceil(hw[0] * hw[1] * values_per_token / self.band_values))
