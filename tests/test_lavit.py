@@ -280,7 +280,7 @@ def test_mix_ffn_runs_in_one_pass_when_two_bands_would_do():
 def test_strided_views_of_the_banded_mix_ffn_match_permute_and_reshape():
     """The one-call views used by the bands equal the permute/reshape views they replace, and a map that is not
     channels-last is read by the copying path."""
-    from vitattn_mm.models.layers.mlp import channels_last_grid, grid_rows_as_tokens
+    from vitattn_mm.models.utils.tokens import channels_last_grid, grid_rows_as_tokens
     tokens = torch.randn(5 * 7, 6)
     grid = channels_last_grid(tokens, 5, 7)
     assert torch.equal(grid, tokens.view(1, 5, 7, 6).permute(0, 3, 1, 2))

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..utils.tokens import map_to_tokens, tokens_as_map
+from ..utils.tokens import channels_last_grid, grid_rows_as_tokens, map_to_tokens, tokens_as_map
 
 
 # Inference computes MixFFN's hidden layer in bands of grid rows with at most about this many hidden values each
@@ -91,22 +91,6 @@ class MixFFN(nn.Module):
                 # feed-forward of LaViT-S at 1333x800 79 -> 70 ms, stage 2 60 -> 55 ms (Intel Xeon, glibc malloc)
                 del hidden, own
         return out
-
-
-def channels_last_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """A contiguous (h * w, C) token matrix seen as a channels-last (1, C, h, w) map: one strided view (the same
-    view as ``tokens.view(1, h, w, C).permute(0, 3, 1, 2)``, in one operator call instead of two)."""
-    c = tokens.shape[1]
-    return tokens.as_strided((1, c, h, w), (h * w * c, 1, w * c, c))
-
-
-def grid_rows_as_tokens(grid: torch.Tensor, first: int, end: int) -> torch.Tensor:
-    """Rows ``first`` to ``end`` of a (1, C, H, W) map as a ((end - first) * W, C) token matrix: for a channels-last
-    map one strided view (instead of permute, reshape and slice), otherwise a copy."""
-    _, c, _, w = grid.shape
-    if not grid.is_contiguous(memory_format=torch.channels_last):
-        return grid[:, :, first:end].permute(0, 2, 3, 1).reshape(-1, c)
-    return grid.as_strided(((end - first) * w, c), (c, 1), grid.storage_offset() + first * w * c)
 
 
 class Mlp(nn.Module):

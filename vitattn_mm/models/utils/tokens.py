@@ -32,6 +32,24 @@ def tokens_as_map(x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
     return x.contiguous().view(b, h, w, c).permute(0, 3, 1, 2)
 
 
+def channels_last_grid(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """One image's contiguous (h * w, C) token matrix as a channels-last (1, C, h, w) map: the view that
+    :func:`tokens_as_map` makes, as one strided view (one operator call instead of two; for inference loops that run
+    it many times per forward, like the Mix-FFN bands, where the calls add up)."""
+    c = tokens.shape[1]
+    return tokens.as_strided((1, c, h, w), (h * w * c, 1, w * c, c))
+
+
+def grid_rows_as_tokens(grid: torch.Tensor, first: int, end: int) -> torch.Tensor:
+    """Rows ``first`` to ``end`` of a (1, C, H, W) map as a ((end - first) * W, C) token matrix: what
+    :func:`map_to_tokens` gives for those rows, as one strided view for a channels-last map (instead of a slice,
+    flatten and transpose), else through :func:`map_to_tokens` (a copy)."""
+    _, c, _, w = grid.shape
+    if not grid.is_contiguous(memory_format=torch.channels_last):
+        return map_to_tokens(grid[:, :, first:end])[0].reshape(-1, c)
+    return grid.as_strided(((end - first) * w, c), (c, 1), grid.storage_offset() + first * w * c)
+
+
 def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     """(B, N, C) -> (B, heads, N, C // heads), a view."""
     b, n, c = x.shape
