@@ -2,7 +2,6 @@
 import pytest
 import torch
 from conftest import TINY_LAVIT, randomised_lavit, tiny_lavit as build
-from helpers import use_analysis_tools
 
 from vitattn_mm import LaViT
 from vitattn_mm.models.layers import LessAttention, SpatialReductionAttention
@@ -251,76 +250,6 @@ def test_bfloat16_autocast_forward_and_backward(kind='prob'):
     assert all(g is not None and torch.isfinite(g).all() and g.abs().sum() > 0 for g in grads)
 
 
-@pytest.mark.parametrize('hw, batch', [((13, 9), 1), ((7, 5), 2), ((33, 17), 3)])
-def test_mix_ffn_in_bands_equals_one_pass(hw, batch):
-    """Inference in bands of grid rows (halo for the 3x3 convolution) gives the one-pass result, down to one row
-    per band, at odd sizes and batch sizes; training is one pass whatever the setting."""
-    from vitattn_mm.models.layers.mlp import MixFFN
-    ffn = MixFFN(8, 24, band_values=None).eval()
-    x = torch.randn(batch, hw[0] * hw[1], 8)
-    with torch.no_grad():
-        ref = ffn(x, hw)
-        for values in (1, 24 * hw[1] * 2, 24 * hw[1] * 3):  # bands of 1, 2 and 3 rows of each image
-            ffn.band_values = values
-            assert ffn._band_rows(24, hw) < hw[0]
-            assert torch.allclose(ffn(x, hw), ref, atol=1e-6), values
-    assert torch.allclose(ffn.train()(x, hw), ref, atol=1e-6)
-
-
-def test_mix_ffn_runs_in_one_pass_when_two_bands_would_do():
-    """Bands only when the hidden layer needs more than MIN_BANDS of them (two bands were no faster than one pass)."""
-    from vitattn_mm.models.layers.mlp import MIN_BANDS, MixFFN
-    ffn = MixFFN(8, 24, band_values=24 * 10 * 4).eval()  # 4 rows of a 10-wide grid per band
-    assert MIN_BANDS == 2
-    assert ffn._band_rows(24, (8, 10)) == 8  # two bands' worth: one pass
-    assert ffn._band_rows(24, (9, 10)) == 3  # three bands of 3 rows
-    assert ffn._band_rows(24, (12, 10)) == 4
-
-
-def test_strided_views_of_the_banded_mix_ffn_match_permute_and_reshape():
-    """The one-call views used by the bands equal the permute/reshape views they replace, and a map that is not
-    channels-last is read by the copying path."""
-    from vitattn_mm.models.utils.tokens import channels_last_grid, grid_rows_as_tokens
-    tokens = torch.randn(5 * 7, 6)
-    grid = channels_last_grid(tokens, 5, 7)
-    assert torch.equal(grid, tokens.view(1, 5, 7, 6).permute(0, 3, 1, 2))
-    expected = grid.permute(0, 2, 3, 1).reshape(-1, 6)[2 * 7:4 * 7]
-    assert torch.equal(grid_rows_as_tokens(grid, 2, 4), expected)
-    assert torch.equal(grid_rows_as_tokens(grid.contiguous(), 2, 4), expected)
-    assert torch.equal(grid_rows_as_tokens(grid[..., 1:, :], 1, 3), grid.permute(0, 2, 3, 1)[0, 2:4].reshape(-1, 6))
-
-
-def test_mix_ffn_band_releases_its_hidden_layer_before_the_next_band_allocates(monkeypatch):
-    """Each band's convolution output (and every view of it) is dead when the next band's convolution runs, so the
-    allocator can hand its memory back instead of fresh pages (docs/benchmarks.md, "A band's memory")."""
-    import weakref
-    from vitattn_mm.models.layers import mlp
-    outputs, earlier_alive = [], []
-    conv2d = mlp.F.conv2d
-
-    def recording_conv2d(*args, **kwargs):
-        earlier_alive.append([ref() is not None for ref in outputs])
-        out = conv2d(*args, **kwargs)
-        outputs.append(weakref.ref(out))
-        return out
-
-    monkeypatch.setattr(mlp.F, 'conv2d', recording_conv2d)
-    ffn = mlp.MixFFN(8, 24, band_values=24 * 9 * 2).eval()  # bands of 2 rows
-    with torch.no_grad():
-        ffn(torch.randn(2, 7 * 9, 8), (7, 9))
-    assert len(outputs) == 8  # 4 bands per image, 2 images
-    assert earlier_alive == [[False] * i for i in range(8)]
-
-
-def test_backbone_output_is_the_same_with_and_without_ffn_bands():
-    banded, plain = build(ffn_band_values=512).eval(), build(ffn_band_values=None).eval()
-    plain.load_state_dict(banded.state_dict())
-    x = torch.randn(1, 3, 75, 90)
-    with torch.no_grad():
-        for a, b in zip(banded(x), plain(x)):
-            assert torch.allclose(a, b, atol=1e-5)
-
-
 def test_inference_frees_a_stages_attention_once_it_is_carried():
     """The stage's full-size matrix is released by the downsampling (peak memory at detection sizes), unless a
     forward hook holds the stage's attention, which then stays readable."""
@@ -390,57 +319,3 @@ def test_border_normalisation_is_the_same_in_inference_and_training(heads, per_h
         inference = mix.on_grid(hw).map(x.clone())
     training = mix.on_grid(hw).map(x.clone().requires_grad_())
     assert training.requires_grad and torch.equal(inference, training.detach())
-
-
-def test_benchmark_counts_the_operator_calls_of_a_steady_state_forward():
-    """tools/analysis/benchmark_backbones.py counts aten calls after a warm-up forward: the count of a fresh model
-    equals that of a model already run at that size (without the warm-up it would include preparing the transforms)."""
-    use_analysis_tools()
-    from backbone_bench.measure import count_flops
-    x = torch.randn(1, 3, 64, 48)
-    fresh, warm = build().eval(), build().eval()
-    with torch.no_grad():
-        warm(x)
-    calls = [count_flops(lambda m=m: m(x))['aten_calls'] for m in (fresh, warm)]
-    assert calls[0] == calls[1] > 0
-
-
-def test_benchmark_machine_line_names_the_allocator_settings(monkeypatch):
-    """Fresh large tensors cost page faults, so the allocator's settings move every ratio with PVTv2 (see
-    docs/benchmarks.md): the machine line of every report says which were set."""
-    from vitattn_mm.utils.machine import ALLOCATOR_VARIABLES, machine_line
-    for name in ALLOCATOR_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    assert machine_line(2).endswith('allocator: default (no allocator variable set)')
-    monkeypatch.setenv('MALLOC_MMAP_THRESHOLD_', '268435456')
-    monkeypatch.setenv('LD_PRELOAD', '/usr/lib/libjemalloc.so.2')
-    assert machine_line(2).endswith('allocator: LD_PRELOAD=/usr/lib/libjemalloc.so.2, MALLOC_MMAP_THRESHOLD_=268435456')
-
-
-def test_benchmark_times_the_dp_loss_in_pairs_on_one_model():
-    """The benchmark's DP-loss share: the same model steps with and without ``loss_dp`` in alternating pairs (the
-    loss runs in exactly the 'with' steps and is switched back on afterwards), and the report's share is the median
-    of the pairs' ``(with - without) / with``."""
-    use_analysis_tools()
-    from backbone_bench.measure import paired_aux_loss_steps
-    from backbone_bench.report import evaluate_targets
-    model = build(dp_loss=dict(type='DiagonalityPreservingLoss', loss_weight=0.1)).train()
-    loss = model.dp_loss
-    calls = []
-    loss.register_forward_hook(lambda *args: calls.append(1))
-    times = paired_aux_loss_steps(model, torch.randn(1, 3, 64, 48), pairs=3)
-    assert len(times['with']) == len(times['without']) == 3
-    assert len(calls) == 4  # one untimed pair, then three timed ones
-    assert model.dp_loss is loss and not model.pop_auxiliary_losses()
-    with pytest.raises(ValueError, match='dp_loss'):
-        paired_aux_loss_steps(build().train(), torch.randn(1, 3, 64, 48), pairs=1)
-
-    pairs = {'with': [1.0, 2.0, 1.0], 'without': [0.9, 1.0, 0.96]}  # shares 0.1, 0.5, 0.04
-    results = {'per_size': {}, 'train': {'2x64x48': {'models': {'lavit-s': {'step_median_s': 1.0}, 'lavit-s-nodp': {
-        'step_median_s': 0.5}}, 'dp_pairs': pairs}}}
-    share = [t for t in evaluate_targets(results) if 'loss_dp <= 0.05' in t['target']]
-    assert len(share) == 1 and share[0]['figures'].startswith('median of 3 paired steps: 0.100 ')
-    # without pairs the two models' medians (here 0.5) are not taken for the loss's share
-    del results['train']['2x64x48']['dp_pairs']
-    share = [t for t in evaluate_targets(results) if 'loss_dp <= 0.05' in t['target']]
-    assert share[0]['met'] is None and share[0]['figures'] == 'not measured in this run'
