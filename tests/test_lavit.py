@@ -156,6 +156,7 @@ def test_uncollected_dp_loss_is_an_error():
     (dict(out_indices=()), 'out_indices'),
     (dict(frozen_stages=-2), 'frozen_stages'),
     (dict(attention_kind='sparse'), 'attention_kind'),
+    (dict(la_chain='dense'), 'la_chain'),
     (dict(drop_path_rate=1.5), 'drop_path_rate'),
     (dict(la_kernel_size=4), 'kernel_size'),
     (dict(ffn_band_values=-1), 'band_values'),
@@ -267,6 +268,38 @@ def test_inference_frees_a_stages_attention_once_it_is_carried():
     with torch.no_grad():
         model(x)
     assert alive == [False, True] and held[0].probabilities().shape[-2:] == (16 * 16, 2 * 2)
+
+
+def test_auto_la_chain_is_explicit_only_for_long_chains_over_small_matrices():
+    """``la_chain='auto'``: explicit matrices for LaViT-B's 14-layer third stage at 512x512, factored for every
+    other stage of T/S/B at 512x512 and 1333x800; the backbone follows the rule per stage, in inference only."""
+    from vitattn_mm import LaViT
+    from vitattn_mm.models.layers.attention_map import explicit_chain_is_cheaper
+
+    def explicit_stages(arch, hw):
+        a = LaViT.arch_zoo[arch]
+        keys = (-(-hw[0] // 32), -(-hw[1] // 32))
+        grids = [(-(-hw[0] // 2 ** (i + 2)), -(-hw[1] // 2 ** (i + 2))) for i in range(4)]
+        return [i for i in range(4) if explicit_chain_is_cheaper(a['depths'][i] - a['num_vanilla'][i], grids[i],
+                                                                 keys, a['num_heads'][i], a['embed_dims'][i])]
+
+    assert {(arch, hw): explicit_stages(arch, hw) for arch in 'tsb' for hw in ((512, 512), (800, 1333))} == {
+        ('t', (512, 512)): [], ('s', (512, 512)): [], ('b', (512, 512)): [2],
+        ('t', (800, 1333)): [], ('s', (800, 1333)): [], ('b', (800, 1333)): []}
+
+    model = build(arch=dict(TINY_LAVIT, depths=[3, 3, 4, 3]))
+    flags = {}
+    for i, stage in enumerate(model.stages):
+        stage.blocks[-1].attn.register_forward_hook(lambda m, a, o, i=i: flags.__setitem__(i, o[1].explicit))
+    x = torch.randn(1, 3, 96, 128)
+    model(x)
+    assert flags == {i: False for i in range(4)}  # training: factored
+    with torch.no_grad():
+        model.eval()(x)
+    a = model.arch
+    rule = {i: explicit_chain_is_cheaper(a['depths'][i] - a['num_vanilla'][i], (24 // 2 ** i, 32 // 2 ** i), (3, 4),
+                                         a['num_heads'][i], a['embed_dims'][i]) for i in range(4)}
+    assert flags == rule and set(rule.values()) == {False, True}  # both forms occur at this size
 
 
 def test_prepared_transforms_are_reused_only_while_the_kernel_is_unchanged():

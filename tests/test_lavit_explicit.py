@@ -59,13 +59,13 @@ def per_head(module, hw):
     return torch.stack([dense_mix(kernel[g, 0], hw) for g in range(kernel.shape[0])])
 
 
-@pytest.mark.parametrize('kind', ['prob', 'logit'])
-def test_every_attention_path_equals_explicit_matrices(kind):
-    """Every stage (1 to 8 heads), random kernels, an odd input size, both kinds, with the residual carry: each
-    layer's output and attention, the carried attention and the DP loss's key-grid attention equal explicit
-    float64 matrix products to 1e-5."""
+@pytest.mark.parametrize('kind, la_chain', [('prob', 'factored'), ('prob', 'explicit'), ('logit', 'auto')])
+def test_every_attention_path_equals_explicit_matrices(kind, la_chain):
+    """Every stage (1 to 8 heads), random kernels, an odd input size, both kinds, the 'prob' chains factored and
+    explicit, with the residual carry: each layer's output and attention, the carried attention and the DP loss's
+    key-grid attention (factored chains) equal explicit float64 matrix products to 1e-5."""
     arch = dict(TINY_LAVIT, depths=[3, 3, 4, 3])  # two LA layers in every stage: chains of 1, 2, 5 and 8 heads
-    model = randomised_lavit(kind, arch=arch)
+    model = randomised_lavit(kind, arch=arch, la_chain=la_chain)
     records = []
 
     def grab(module, args, output):
@@ -114,20 +114,12 @@ def test_every_attention_path_equals_explicit_matrices(kind):
                 psi, theta = per_head(module.psi, hw), per_head(module.theta, key_hw)
                 ref = psi @ ref @ theta
                 checked['la'] += 1
-                # the DP loss's key-grid attention: Psi applied after pooling onto the key grid (exact for logits)
-                pool, khw = dense_pool(hw, model.sr_ratios[s])
-                assert khw == key_hw
-                if kind == 'prob':
-                    square = pool @ base
-                    for p_mod, _ in chain:
-                        square = per_head(p_mod, key_hw) @ square
-                    for _, t_mod in chain:
-                        square = square @ per_head(t_mod, key_hw)
+                assert amap.explicit == (la_chain == 'explicit')
+                if amap.explicit:
+                    assert not amap.psis  # the transforms are in the matrix; the DP loss never sees such a map
                 else:
-                    square = pool @ ref.softmax(-1)
-                got = amap.key_grid_attention(model.sr_ratios[s])
-                assert torch.allclose(got.double(), square, atol=1e-5)
-                checked['dp'] += 1
+                    check_key_grid_attention(amap, model.sr_ratios[s], hw, key_hw, base, ref, chain, kind)
+                    checked['dp'] += 1
             probs = ref if kind == 'prob' else ref.softmax(-1)
             assert torch.allclose(amap.probabilities().double(), probs, atol=1e-5)
             assert torch.allclose(amap.apply(v.float()).double(), probs @ v, atol=1e-5)
@@ -146,7 +138,23 @@ def test_every_attention_path_equals_explicit_matrices(kind):
             carried = (d, down.gate_logits.sigmoid().double().view(1, -1, 1, 1))
             checked['carry'] += 1
     n_la = sum(d - v for d, v in zip(arch['depths'], arch['num_vanilla']))
-    assert checked == dict(va=sum(arch['num_vanilla']), la=n_la, carry=3, dp=n_la)
+    assert checked == dict(va=sum(arch['num_vanilla']), la=n_la, carry=3, dp=0 if la_chain == 'explicit' else n_la)
+
+
+def check_key_grid_attention(amap, sr_ratio, hw, key_hw, base, ref, chain, kind):
+    """The DP loss's key-grid attention: Psi applied after pooling onto the key grid (exact for logits)."""
+    pool, khw = dense_pool(hw, sr_ratio)
+    assert khw == key_hw
+    if kind == 'prob':
+        square = pool @ base
+        for p_mod, _ in chain:
+            square = per_head(p_mod, key_hw) @ square
+        for _, t_mod in chain:
+            square = square @ per_head(t_mod, key_hw)
+    else:
+        square = pool @ ref.softmax(-1)
+    got = amap.key_grid_attention(sr_ratio)
+    assert torch.allclose(got.double(), square, atol=1e-5)
 
 
 @pytest.mark.parametrize('max_cells, layers', [(20, 2), (20, 8), (None, 3)])

@@ -10,7 +10,7 @@ from timm.layers import DropPath
 from ...registry import MODELS, register_model
 from ..layers.attention import SpatialReductionAttention
 from ..layers.attention_downsample import ResidualAttentionDownsample
-from ..layers.attention_map import ATTENTION_KINDS, AttentionMap, AttentionResidual
+from ..layers.attention_map import ATTENTION_KINDS, AttentionMap, AttentionResidual, explicit_chain_is_cheaper
 from ..layers.context_broadcast import ContextBroadcast
 from ..layers.less_attention import LessAttention
 from ..layers.mlp import BAND_VALUES as FFN_BAND_VALUES
@@ -25,6 +25,7 @@ ARCH_KEYS = ('embed_dims', 'depths', 'num_heads', 'mlp_ratios', 'num_vanilla')
 # PVTv2's epsilon of the block and stage norms (its patch-embedding and key-reduction norms keep torch's 1e-5), so
 # that PVTv2 ImageNet weights give PVTv2's features (see ..utils.pvtv2_weights)
 NORM_EPS = 1e-6
+LA_CHAINS = ('auto', 'factored', 'explicit')
 
 
 class LaViTBlock(nn.Module):
@@ -97,6 +98,10 @@ class LaViT(PyramidBackbone):
             attention downsampling into them); 0 freezes only the first patch embedding.
         norm_eval: keep BatchNorm layers in eval mode (LaViT itself uses LayerNorm only; for config parity).
         with_cp: activation checkpointing per block.
+        la_chain: how the less-attention layers of a stage evaluate their attention in inference: ``'factored'``
+            (the transforms act on values and outputs, see :class:`AttentionMap`), ``'explicit'`` (on the attention
+            matrix, layer by layer) or ``'auto'``: per stage, whichever costs fewer multiply-adds at the input's size
+            (:func:`explicit_chain_is_cheaper`). The same attention up to rounding. Training is always factored.
         ffn_band_values: in inference each Mix-FFN computes its hidden layer in bands of grid rows of about this many
             values (same results; faster and less memory at detection sizes, see :class:`MixFFN`); ``None``: one pass.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
@@ -131,6 +136,7 @@ class LaViT(PyramidBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 la_chain: str = 'auto',
                  ffn_band_values: Optional[int] = FFN_BAND_VALUES,
                  init_cfg: Optional[dict] = None):
         super().__init__(init_cfg=init_cfg)
@@ -138,6 +144,9 @@ class LaViT(PyramidBackbone):
         if attention_kind not in ATTENTION_KINDS:
             raise ValueError(f'attention_kind must be one of {ATTENTION_KINDS}, got {attention_kind!r}')
         self.attention_kind = attention_kind
+        if la_chain not in LA_CHAINS:
+            raise ValueError(f'la_chain must be one of {LA_CHAINS}, got {la_chain!r}')
+        self.la_chain = la_chain
         self.attention_residual = attention_residual
         self.with_cp = with_cp
         self._set_up_common(in_channels, out_indices, frozen_stages, norm_eval)
@@ -244,9 +253,11 @@ class LaViT(PyramidBackbone):
                 # as soon as it is pooled (in inference it is then freed, unless a forward hook holds the stage's map)
                 handover, carried = carried.handover(), None
                 attn = self.attention_downsamples[i - 1](handover, hw, release=True)
-            for block in stage.blocks:
+            for j, block in enumerate(stage.blocks):
                 tokens, attn = maybe_checkpoint(block, tokens, hw, attn,
                                                 enabled=self.with_cp and self.training and tokens.requires_grad)
+                if j + 1 == self.arch['num_vanilla'][i] and self._explicit_chain(i, attn):
+                    attn = attn.with_explicit_chain()
                 if block.less_attention and self.collects_dp_inputs and attn.kind == 'logit':
                     squares.append(attn.key_grid_attention(self.sr_ratios[i]))
             if self.collects_dp_inputs and attn.kind == 'prob' and attn.psis:
@@ -260,6 +271,15 @@ class LaViT(PyramidBackbone):
         if squares:
             self._pending_losses = {'loss_dp': self.dp_loss(squares)}
         return tuple(outs)
+
+    def _explicit_chain(self, stage: int, attn: AttentionMap) -> bool:
+        """Whether the LA layers after the stage's last VA layer use explicit matrices (``la_chain``)."""
+        layers = self.arch['depths'][stage] - self.arch['num_vanilla'][stage]
+        if (self.la_chain == 'factored' or not layers or attn.kind != 'prob' or torch.is_grad_enabled()
+                or self.collects_dp_inputs):
+            return False
+        return self.la_chain == 'explicit' or explicit_chain_is_cheaper(
+            layers, attn.query_hw, attn.key_hw, attn.num_heads, self.arch['embed_dims'][stage])
 
     def pop_auxiliary_losses(self) -> dict:
         """The auxiliary losses of the last training forward (``{'loss_dp': ...}`` or ``{}``), handed over once."""

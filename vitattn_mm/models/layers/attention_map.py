@@ -56,6 +56,20 @@ def sum_pool_columns(t: torch.Tensor, hw: Tuple[int, int], factor: int) -> torch
     return out.view(b, heads, r, -1)
 
 
+def explicit_chain_is_cheaper(layers: int, query_hw: Tuple[int, int], key_hw: Tuple[int, int], heads: int,
+                              channels: int) -> bool:
+    """Whether a chain of ``layers`` less-attention layers costs fewer multiply-adds with explicit matrices
+    (:meth:`AttentionMap.with_explicit_chain`) than factored. Each transform is a 3x3-style depthwise convolution,
+    so its cost is proportional to the elements it touches: factored, the l-th layer transforms its values
+    (Nk x C) and output (Nq x C) l times each; explicit, every layer transforms the (heads x Nq x Nk) matrix twice.
+    (Both do one ``A V`` product per layer.) Explicit wins only for long chains over small matrices: LaViT-B's
+    third stage (14 LA layers) at 512x512 or less, no stage of LaViT-T/S at 512x512 or more."""
+    nq, nk = query_hw[0] * query_hw[1], key_hw[0] * key_hw[1]
+    factored = layers * (layers + 1) // 2 * (nq + nk) * channels
+    explicit = layers * 2 * nq * nk * heads
+    return explicit < factored
+
+
 class AttentionMap:
     """Attention of one layer over (queries x keys), shape (B, heads, Nq, Nk), with its grids.
 
@@ -65,7 +79,10 @@ class AttentionMap:
     probability matrix and needs no softmax, and ``A @ V`` is computed as
     ``Psi_n(...Psi_1(P @ Theta_1(...Theta_n(V))))``: the transforms act on ``V`` (Nk x d) and on the output
     (Nq x d), never on the Nq x Nk matrix, and on all heads at once (token layout, heads in the channels).
-    A less-attention layer then costs one ``P @ V`` product, with neither ``Q K^T`` nor softmax.
+    A less-attention layer then costs one ``P @ V`` product, with neither ``Q K^T`` nor softmax. The l-th layer of a
+    chain applies 2 l transforms, so for long chains over small matrices (LaViT-B's 14 LA layers at 512x512) the
+    backbone switches a stage to an *explicit* chain in inference (:meth:`with_explicit_chain`): each layer applies
+    its two transforms to the Nq x Nk matrix itself.
 
     ``kind='logit'`` (the paper's form): ``matrix`` holds pre-softmax logits ``L``; a less-attention layer
     computes ``L_l = Psi L_{l-1} Theta`` explicitly over the Nq x Nk matrix and then ``softmax(L_l) V``.
@@ -81,10 +98,13 @@ class AttentionMap:
     def __init__(self, matrix: torch.Tensor, query_hw: Tuple[int, int], key_hw: Tuple[int, int],
                  kind: str = 'prob', psis: Sequence[ConvexLocalMix] = (),
                  thetas: Sequence[ConvexLocalMix] = (), _grids: Optional[tuple] = None,
-                 _pooled: Optional[dict] = None, _products: Optional[SharedMatrixProducts] = None):
+                 _pooled: Optional[dict] = None, _products: Optional[SharedMatrixProducts] = None,
+                 _base: Optional[torch.Tensor] = None):
         if kind not in ATTENTION_KINDS:
             raise ValueError(f'attention kind must be one of {ATTENTION_KINDS}, got {kind!r}')
         self.matrix = matrix
+        # an explicit chain (see with_explicit_chain): the base attention P, which the stage carry pools
+        self._base = _base
         self.query_hw = tuple(query_hw)
         self.key_hw = tuple(key_hw)
         self.kind = kind
@@ -112,18 +132,36 @@ class AttentionMap:
         (``carried(..., release=True)``) while this map stays usable for whoever still holds it."""
         return AttentionMap(self.matrix, self.query_hw, self.key_hw, self.kind, self.psis, self.thetas,
                             _grids=(self._psi_grids, self._theta_grids), _pooled=self._pooled,
-                            _products=self._products)
+                            _products=self._products, _base=self._base)
+
+    @property
+    def explicit(self) -> bool:
+        """Probabilities whose less-attention transforms are applied to the matrix layer by layer
+        (:meth:`with_explicit_chain`) instead of being kept factored."""
+        return self._base is not None
+
+    def with_explicit_chain(self) -> 'AttentionMap':
+        """This probability map (a vanilla layer's, no transforms yet) for a chain of less-attention layers that
+        apply their Psi and Theta to the Nq x Nk matrix, ``A_l = Psi_l A_(l-1) Theta_l``, two transforms per layer,
+        instead of keeping them factored, where the l-th layer applies 2 l transforms to its values and output.
+        The same attention (up to rounding); cheaper for long chains over small matrices (LaViT-B's third stage at
+        512x512; see :func:`explicit_chain_is_cheaper`). Inference only: the DP loss and the shared products of
+        training work on the factored chain. The stage carry still pools the base matrix ``P`` (:meth:`carried`).
+        """
+        if self.kind != 'prob' or self.psis or torch.is_grad_enabled():
+            raise RuntimeError('an explicit chain starts from a vanilla layer\'s probabilities, in inference')
+        return AttentionMap(self.matrix, self.query_hw, self.key_hw, 'prob', _base=self.matrix)
 
     def transformed(self, psi: ConvexLocalMix, theta: ConvexLocalMix) -> 'AttentionMap':
         """The attention of a less-attention layer: ``Psi A Theta``."""
         psi_grid, theta_grid = psi.on_grid(self.query_hw), theta.on_grid(self.key_hw)
-        if self.kind == 'prob':
+        if self.kind == 'prob' and not self.explicit:
             return AttentionMap(self.matrix, self.query_hw, self.key_hw, 'prob', self.psis + (psi, ),
                                 self.thetas + (theta, ),
                                 _grids=(self._psi_grids + (psi_grid, ), self._theta_grids + (theta_grid, )),
                                 _products=self._products)
-        logits = theta_grid.columns(psi_grid.rows(self.matrix), overwrite=True)
-        return AttentionMap(logits, self.query_hw, self.key_hw, 'logit')
+        matrix = theta_grid.columns(psi_grid.rows(self.matrix), overwrite=True)
+        return AttentionMap(matrix, self.query_hw, self.key_hw, self.kind, _base=self._base)
 
     def apply_tokens(self, v: torch.Tensor) -> torch.Tensor:
         """``A @ V`` in token layout: values (B, Nk, heads * d) -> output (B, Nq, heads * d)."""
@@ -199,9 +237,10 @@ class AttentionMap:
         that in inference it is freed before the next stage allocates its own (the map is unusable afterwards).
         """
         kept = self._pooled.pop(factor, None)  # pooled already for the DP loss (training)
-        a, hw = kept if kept is not None else pool_rows(self.matrix, self.query_hw, factor)
+        base = self.matrix if self._base is None else self._base
+        a, hw = kept if kept is not None else pool_rows(base, self.query_hw, factor)
         if release:
-            self.matrix = None
+            self.matrix = self._base = None
         return AttentionMap(a, hw, self.key_hw, self.kind)
 
     def key_grid_attention(self, factor: int) -> torch.Tensor:
