@@ -31,6 +31,21 @@ def test_mix_ffn_runs_in_one_pass_when_two_bands_would_do():
     assert ffn._band_rows(24, (12, 10)) == 4
 
 
+def test_mix_ffn_bands_are_for_the_cpu_only(monkeypatch):
+    """Bands keep the hidden layer in CPU caches; on another device (here 'meta', which runs shapes only) the same
+    module runs in one pass."""
+    from vitattn_mm.models.layers.mlp import MixFFN
+    ffn = MixFFN(8, 24, band_values=24 * 10).eval()  # one row of a 10-wide grid per band
+    banded = []
+    original = MixFFN._forward_in_bands
+    monkeypatch.setattr(MixFFN, '_forward_in_bands', lambda self, *a: banded.append(a[0].device.type) or
+                        original(self, *a))
+    with torch.no_grad():
+        assert ffn(torch.randn(1, 80, 8), (8, 10)).shape == (1, 80, 8)
+        assert ffn.to('meta')(torch.randn(1, 80, 8, device='meta'), (8, 10)).shape == (1, 80, 8)
+    assert banded == ['cpu']
+
+
 def test_strided_views_of_the_banded_mix_ffn_match_permute_and_reshape():
     """The one-call views used by the bands equal the permute/reshape views they replace, and a map that is not
     channels-last is read by the copying path."""

@@ -102,8 +102,9 @@ class LaViT(PyramidBackbone):
             (the transforms act on values and outputs, see :class:`AttentionMap`), ``'explicit'`` (on the attention
             matrix, layer by layer) or ``'auto'``: per stage, whichever costs fewer multiply-adds at the input's size
             (:func:`explicit_chain_is_cheaper`). The same attention up to rounding. Training is always factored.
-        ffn_band_values: in inference each Mix-FFN computes its hidden layer in bands of grid rows of about this many
-            values (same results; faster and less memory at detection sizes, see :class:`MixFFN`); ``None``: one pass.
+        ffn_band_values: in inference on the CPU each Mix-FFN computes its hidden layer in bands of grid rows of
+            about this many values (same results; faster and less memory at detection sizes, see :class:`MixFFN`);
+            ``None``: one pass.
         init_cfg: e.g. ``dict(type='Pretrained', checkpoint='...', prefix='backbone.')``.
     """
 

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from ..utils.tokens import channels_last_grid, grid_rows_as_tokens, map_to_tokens, tokens_as_map
 
 
-# Inference computes MixFFN's hidden layer in bands of grid rows with at most about this many hidden values each
-# (8 MB in float32), so that fc1's output, the convolution's and the GELU stay in the CPU caches between the steps
+# Inference on the CPU computes MixFFN's hidden layer in bands of grid rows with at most about this many hidden values
+# each (8 MB in float32), so that fc1's output, the convolution's and the GELU stay in the CPU caches between the steps
 # instead of streaming hundred-MB tensors through memory. Our choice: LaViT-S stage 1 at 1333x800 has 34M hidden
 # values (17 bands); that feed-forward took 143 ms in one pass and 79 ms in bands, and its hidden activations fell from
 # 2 x 137 MB to 2 x 8 MB (Intel Xeon, 2 threads; docs/benchmarks.md, "Mix-FFN variants"), with the same numbers (the
@@ -26,8 +26,10 @@ class MixFFN(nn.Module):
     The depthwise convolution gives the tokens their positional information (LaViT, like PVTv2, has no position
     embedding), which also serves the less-attention layers that compute no queries or keys.
 
-    ``band_values``: in inference, the hidden layer runs image by image in bands of grid rows of about this many
-    hidden values (see ``BAND_VALUES``); ``None`` or 0: one pass. Results are the same either way.
+    ``band_values``: in inference on the CPU, the hidden layer runs image by image in bands of grid rows of about
+    this many hidden values (see ``BAND_VALUES``); ``None`` or 0: one pass. Results are the same either way. The
+    bands keep the hidden layer in the CPU's caches; on other devices (a GPU) the hidden layer runs in one pass,
+    where a band's 8 operator calls would be 8 kernel launches and there is no cache of that kind to fit.
     """
 
     def __init__(self, dim: int, hidden_dim: int, band_values: Optional[int] = BAND_VALUES):
@@ -44,7 +46,7 @@ class MixFFN(nn.Module):
     def forward(self, x: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         if torch.is_grad_enabled():
             return self.fc2(self.act(map_to_tokens(self.dwconv(tokens_as_map(self.fc1(x), hw)))[0]))
-        rows = self._band_rows(self.fc1.out_features, hw)
+        rows = self._band_rows(self.fc1.out_features, hw) if x.device.type == 'cpu' else hw[0]
         if rows < hw[0]:
             return self._forward_in_bands(x, hw, rows)
         # inference: GELU written over the convolution's output (same kernel, same numbers), which saves allocating
