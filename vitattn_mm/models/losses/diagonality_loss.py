@@ -12,14 +12,53 @@ def diagonality_terms_per_matrix(square: torch.Tensor) -> Tuple[torch.Tensor, to
     k = square.shape[-1]
     if square.dim() < 2 or square.shape[-2] != k:
         raise ValueError(f'expected square attention, got shape {tuple(square.shape)}')
-    diag = square.diagonal(dim1=-2, dim2=-1)
-    if k > 1:
-        off = square.masked_fill(torch.eye(k, dtype=torch.bool, device=square.device), float('-inf'))
-        dominance = (off.amax(dim=-1) - diag).clamp(min=0).mean(dim=-1)
-    else:
-        dominance = square.new_zeros(square.shape[:-2])
-    asymmetry = (square - square.transpose(-2, -1)).abs().sum(dim=(-2, -1)) / (2 * k)
-    return dominance, asymmetry
+    dominance, asymmetry = DiagonalityTerms.apply(square)
+    return dominance, asymmetry / (2 * k)
+
+
+class DiagonalityTerms(torch.autograd.Function):
+    """Per K x K matrix of ``square`` (..., K, K): the mean over rows of ``relu(max_{j != i} S[i, j] - S[i, i])``
+    and ``sum |S - S^T|``, with a backward written for the memory of training (the DP loss runs on every LA
+    layer's matrix). Autograd of the direct formulas keeps a masked copy of the matrices (for the row maxima) and
+    the float difference ``S - S^T``, and its backward builds three full-size gradients that it then adds; this
+    keeps one signed byte per entry and two small tensors per row, and builds one. The values and gradients are
+    those of the direct formulas, bit for bit (tested), except where two off-diagonal entries of a row tie for the
+    maximum: there one of them gets the row's gradient, not each an equal share.
+    """
+
+    @staticmethod
+    def forward(ctx, square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        k = square.shape[-1]
+        diff = square - square.transpose(-2, -1)
+        sign = diff.sign().to(torch.int8)
+        asymmetry = diff.abs_().sum(dim=(-2, -1))
+        if k == 1:
+            ctx.save_for_backward(sign)
+            return square.new_zeros(square.shape[:-2]), asymmetry
+        top, index = square.topk(2, dim=-1)  # the largest entry of a row other than its own is one of these two
+        first_is_own = index[..., 0] == torch.arange(k, device=square.device)
+        largest_other = torch.where(first_is_own, top[..., 1], top[..., 0])
+        where_other = torch.where(first_is_own, index[..., 1], index[..., 0])
+        excess = largest_other - square.diagonal(dim1=-2, dim2=-1)
+        ctx.save_for_backward(sign, where_other, excess >= 0)
+        return excess.clamp(min=0).mean(dim=-1), asymmetry
+
+    @staticmethod
+    def backward(ctx, grad_dominance: torch.Tensor, grad_asymmetry: torch.Tensor) -> torch.Tensor:
+        sign, *rows = ctx.saved_tensors
+        if grad_asymmetry is None:
+            grad_asymmetry = sign.new_zeros(sign.shape[:-2], dtype=grad_dominance.dtype)
+        # d sum|S - S^T| / dS = s - s^T for s = sign(S - S^T): 2 s exactly, as int8
+        grad = grad_asymmetry[..., None, None] * (sign - sign.transpose(-2, -1))
+        if rows and grad_dominance is not None:
+            where_other, positive = rows
+            # what autograd computes for mean (divide by K) and clamp (pass where excess >= 0), then add it at the
+            # row's largest other entry and subtract it on the diagonal
+            per_row = torch.where(positive, grad_dominance[..., None].expand(positive.shape) / positive.shape[-1],
+                                  0.0)
+            grad.scatter_add_(-1, where_other[..., None], per_row[..., None])
+            grad.diagonal(dim1=-2, dim2=-1).sub_(per_row)
+        return grad
 
 
 def diagonality_terms(square: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
