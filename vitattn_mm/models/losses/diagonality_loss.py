@@ -45,12 +45,11 @@ class DiagonalityTerms(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_dominance: torch.Tensor, grad_asymmetry: torch.Tensor) -> torch.Tensor:
+        # (autograd hands zeros, not None, for an output that was not used: materialized gradients)
         sign, *rows = ctx.saved_tensors
-        if grad_asymmetry is None:
-            grad_asymmetry = sign.new_zeros(sign.shape[:-2], dtype=grad_dominance.dtype)
         # d sum|S - S^T| / dS = s - s^T for s = sign(S - S^T): 2 s exactly, as int8
         grad = grad_asymmetry[..., None, None] * (sign - sign.transpose(-2, -1))
-        if rows and grad_dominance is not None:
+        if rows:
             where_other, positive = rows
             # what autograd computes for mean (divide by K) and clamp (pass where excess >= 0), then add it at the
             # row's largest other entry and subtract it on the diagonal
