@@ -228,3 +228,42 @@ def test_dp_pooling_shared_with_the_carry_changes_nothing(query_hw, max_cells, s
     carried = amap.handover().carried(2, release=True)
     assert torch.allclose(carried.matrix, pool_rows(p, query_hw, 2)[0], atol=1e-7)
     assert amap._pooled == {}  # the carry took it
+
+
+@pytest.mark.parametrize('hw', [(5, 7), (2, 6), (1, 1)])
+def test_training_transform_scales_only_the_border_and_keeps_exact_gradients(hw):
+    """In training a transform scales the border ring alone (the interior's 1 / m is exactly 1): values equal the
+    explicit row-stochastic matrix, and the gradients for the input and the kernel logits pass torch's numerical
+    check (float64), on grids with an interior and on grids that are all border."""
+    from vitattn_mm.models.layers.local_mix import GridMix
+    torch.manual_seed(0)
+    heads, per_head = 2, 3
+    logits = torch.randn(heads, 9, dtype=torch.float64).mul(1.5).requires_grad_()
+    x = torch.randn(2, heads * per_head, *hw, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+
+    def transform(x, logits):
+        return GridMix(logits.softmax(-1).view(heads, 1, 3, 3), hw).map(x)
+
+    inv = GridMix(logits.softmax(-1).view(heads, 1, 3, 3), hw).inv_mass.detach()[0]
+    inside = torch.zeros(hw, dtype=torch.bool)
+    inside[1:hw[0] - 1, 1:hw[1] - 1] = True
+    assert (inv[:, inside] == 1).all() and (inv[:, ~inside] > 1).all()
+    kernel = logits.detach().softmax(-1).view(heads, 3, 3)
+    dense = torch.stack([dense_mix(kernel[g], hw) for g in range(heads)])
+    ref = torch.einsum('gnm,bgcm->bgcn', dense, x.reshape(2, heads, per_head, -1))
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Products(TorchDispatchMode):
+        sizes = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.mul, torch.ops.aten.mul_):
+                Products.sizes.append(args[0].numel())
+            return func(*args, **(kwargs or {}))
+
+    with Products():
+        out = transform(x.clone().requires_grad_(), logits)
+    assert out.requires_grad and torch.allclose(out.reshape(2, heads, per_head, -1), ref, atol=1e-12)
+    if inside.any():  # the products touch the border ring only (its longest side: a full row), not the map
+        assert max(Products.sizes) <= x.shape[0] * x.shape[1] * max(hw) < x.numel()
+    assert torch.autograd.gradcheck(transform, (x.clone().requires_grad_(), logits))
