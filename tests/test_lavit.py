@@ -342,9 +342,8 @@ def test_prepared_transforms_are_reused_only_while_the_kernel_is_unchanged():
 
 @pytest.mark.parametrize('heads, per_head, hw', [(1, 64, (40, 40)), (2, 64, (20, 20)), (5, 64, (13, 11))])
 def test_border_normalisation_is_the_same_in_inference_and_training(heads, per_head, hw):
-    """Inference multiplies by one border mass per token and head, training by the per-channel mass: bit for bit the
-    same values (a mass from another convolution, e.g. one channel per head, differs in the last bit at LaViT's
-    widths), so a model computes the same numbers in both modes and training runs stay reproducible."""
+    """Inference multiplies the whole map by the mass of each token and head (exactly 1 inside), training the border
+    ring alone: bit for bit the same values, so a model computes the same numbers in both modes."""
     from vitattn_mm.models.layers.local_mix import ConvexLocalMix
     mix = ConvexLocalMix(heads)
     x = torch.randn(2, heads * per_head, *hw).contiguous(memory_format=torch.channels_last)
