@@ -234,6 +234,7 @@ class ScaleBorderRing(torch.autograd.Function):
 
     @staticmethod
     def ring(h: int, w: int, p: int):
+        """(rows, columns) slices of the top and bottom bands and of the left and right bands between them."""
         return ((slice(0, p), slice(None)), (slice(h - p, h), slice(None)),
                 (slice(p, h - p), slice(0, p)), (slice(p, h - p), slice(w - p, w)))
 
@@ -257,7 +258,7 @@ class ScaleBorderRing(torch.autograd.Function):
         ring = ScaleBorderRing.ring(h, w, ctx.pad)
         grad_out = grad.clone(memory_format=torch.preserve_format)
         shape = (b, ctx.heads, c // ctx.heads, h, w)
-        grid, incoming = grad_out.view(shape), grad.view(shape)
+        grid, incoming = grad_out.view(shape), grad.reshape(shape)  # (the incoming gradient may be any layout)
         grad_inv = torch.zeros_like(inv) if ctx.needs_input_grad[1] else None
         for (rows, cols), kept in zip(ring, before):
             grid[..., rows, cols].mul_(inv[..., rows, cols])
