@@ -155,17 +155,17 @@ class GridMix:
             raise ValueError(f'{heads} heads x {n} tokens do not fit this transform ({self.num_heads} heads on a '
                              f'{self.hw[0]}x{self.hw[1]} grid)')
 
-    def map(self, x: torch.Tensor, wide: bool = False) -> torch.Tensor:
+    def map(self, x: torch.Tensor) -> torch.Tensor:
         """``T`` applied to every channel of a channels-last map ``x`` (B, heads * X, H, W) with head-major channels
-        (the layout of a token tensor (B, N, heads * X) seen by :func:`tokens_as_map`, and, with ``wide``, of an
-        attention matrix in heads-inner layout): one depthwise convolution, then the border normalisation ``1 / m``,
+        (the layout of a token tensor (B, N, heads * X) seen by :func:`tokens_as_map`, and of an attention matrix in
+        heads-inner layout, whose X is its other axis): one depthwise convolution, then the border normalisation ``1 / m``,
         one value per token and head broadcast over the head's X channels. Returns the same layout.
 
         Inference multiplies the whole map in place by :attr:`inv_mass` (1 in the interior). Training multiplies the
         border ring alone (in place, four slices), where the whole map had cost a full-size product and, in the
         backward, two more and a reduction for the gradient of the mass (in-process A/B of a LaViT-S training step,
         Intel Xeon: 2.240 -> 2.045 s at 2x512x512, 7.05 -> 6.65 s at 1x1333x800). Both modes give the same bits:
-        the interior's factor is exactly 1. (``wide`` is kept for the callers' clarity; the layouts are the same.)
+        the interior's factor is exactly 1.
         """
         b, c, h, w = x.shape
         self._check(h * w, self.num_heads)
@@ -192,7 +192,7 @@ class GridMix:
         inner = t.transpose(1, 2)
         if not inner.is_contiguous():
             inner = inner.contiguous()  # one copy for a multi-head matrix in the usual layout
-        out = self.map(inner.view(b, h, w, heads * x).permute(0, 3, 1, 2), wide=True)
+        out = self.map(inner.view(b, h, w, heads * x).permute(0, 3, 1, 2))
         return out.permute(0, 2, 3, 1).reshape(b, n, heads, x).transpose(1, 2)
 
     def columns(self, t: torch.Tensor, overwrite: bool = False) -> torch.Tensor:
