@@ -158,8 +158,8 @@ class GridMix:
     def map(self, x: torch.Tensor) -> torch.Tensor:
         """``T`` applied to every channel of a channels-last map ``x`` (B, heads * X, H, W) with head-major channels
         (the layout of a token tensor (B, N, heads * X) seen by :func:`tokens_as_map`, and of an attention matrix in
-        heads-inner layout, whose X is its other axis): one depthwise convolution, then the border normalisation ``1 / m``,
-        one value per token and head broadcast over the head's X channels. Returns the same layout.
+        heads-inner layout, whose X is its other axis): one depthwise convolution, then the border normalisation
+        ``1 / m``, one value per token and head broadcast over the head's X channels. Returns the same layout.
 
         Inference multiplies the whole map in place by :attr:`inv_mass` (1 in the interior). Training multiplies the
         border ring alone (in place, four slices), where the whole map had cost a full-size product and, in the
