@@ -141,11 +141,17 @@ class GridMix:
                                        else torch.where(inside, 1.0, mass.reciprocal()))
         return self._cache['inv_mass']
 
+    @property
+    def has_interior(self) -> bool:
+        """Whether some token's whole neighbourhood lies inside the grid (else every token is on the border ring)."""
+        (h, w), p = self.hw, self.pad
+        return h > 2 * p and w > 2 * p
+
     def _interior(self) -> Optional[torch.Tensor]:
         """Mask (H, W) of the tokens whose whole neighbourhood lies inside the grid; None if there are none."""
-        (h, w), p = self.hw, self.pad
-        if h <= 2 * p or w <= 2 * p:
+        if not self.has_interior:
             return None
+        (h, w), p = self.hw, self.pad
         inside = torch.zeros(h, w, dtype=torch.bool, device=self.kernel.device)
         inside[p:h - p, p:w - p] = True
         return inside
@@ -177,7 +183,7 @@ class GridMix:
         grid = out.view(b, self.num_heads, c // self.num_heads, h, w)
         inv = self.inv_mass.unsqueeze(2)
         if torch.is_grad_enabled() and (out.requires_grad or self.kernel.requires_grad):
-            if self._interior() is None:
+            if not self.has_interior:
                 return (grid * inv).view(b, c, h, w)
             return ScaleBorderRing.apply(out, inv, self.num_heads, self.pad)
         grid.mul_(inv)
