@@ -44,6 +44,7 @@ def test_convolution_only_where_it_is_exact(monkeypatch):
     assert not convolved(channels_last_grid(1, 6, 6, 6), 3)  # 1/9 is not exact in binary
     assert not convolved(even.requires_grad_(), 2, grad=True)
     assert not convolved(even.detach(), 2, autocast=True)
+    assert not convolved(even.detach().double(), 2)  # measured and tested in float32 only
 
 
 def test_lavit_outputs_are_the_same_with_either_pooling(monkeypatch):

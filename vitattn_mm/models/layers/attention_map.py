@@ -45,11 +45,12 @@ def average_pool_grid(grid: torch.Tensor, factor: int) -> torch.Tensor:
     is exact and the taps are summed in the same order, so the values are identical (tested), and it is faster
     than ATen's channels-last ``avg_pool2d`` at the stage carry's sizes (LaViT-S, stage 1 -> 2 at 1333x800, the
     66,800 x 1,050 matrix: 28 against 37-38 ms, two threads, Intel Xeon; docs/benchmarks.md, "The stage carry's
-    pooling"). Training (autograd), autocast (which would run the convolution in bfloat16), partial windows and
-    other devices keep ``avg_pool2d``.
+    pooling"). Training (autograd), autocast (which would run the convolution in bfloat16), other dtypes than float32
+    (measured and tested in float32 only), partial windows and other devices keep ``avg_pool2d``.
     """
     h, w = grid.shape[-2:]
-    if (torch.is_grad_enabled() or grid.device.type != 'cpu' or factor & (factor - 1) or h % factor or w % factor
+    whole_windows = (factor & (factor - 1)) == 0 and h % factor == 0 and w % factor == 0
+    if (torch.is_grad_enabled() or grid.device.type != 'cpu' or grid.dtype != torch.float32 or not whole_windows
             or torch.is_autocast_enabled('cpu') or not torch.backends.mkldnn.is_available()):
         return F.avg_pool2d(grid, factor, factor, ceil_mode=True)
     channels = grid.shape[1]
