@@ -1,6 +1,7 @@
 """The stage carry's query pooling (vitattn_mm/models/layers/attention_map.py: ``average_pool_grid``): in inference
-on the CPU an exact depthwise convolution where the windows are whole, ``avg_pool2d`` everywhere else; the same
-values bit for bit either way."""
+on the CPU a depthwise convolution with exact 1/f^2 taps where the windows are whole, ``avg_pool2d`` everywhere else;
+the same values either way. (Bit for bit on the Intel Xeon we measured; another CPU's oneDNN kernel may add a
+window's taps in another order, so the tests allow float32 rounding: relative 1e-6.)"""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,12 +15,12 @@ def channels_last_grid(batch, channels, h, w):
 
 @pytest.mark.parametrize('batch, channels, hw, factor', [(1, 30, (8, 12), 2), (2, 17, (16, 16), 4), (3, 64, (6, 10), 2),
                                                          (1, 5, (16, 8), 8)])
-def test_convolution_pooling_equals_avg_pool2d_bit_for_bit(batch, channels, hw, factor):
+def test_convolution_pooling_equals_avg_pool2d(batch, channels, hw, factor):
     from vitattn_mm.models.layers.attention_map import average_pool_grid
     grid = channels_last_grid(batch, channels, *hw)
     with torch.no_grad():
         pooled = average_pool_grid(grid, factor)
-    assert torch.equal(pooled, F.avg_pool2d(grid, factor, factor, ceil_mode=True))
+    assert torch.allclose(pooled, F.avg_pool2d(grid, factor, factor, ceil_mode=True), rtol=1e-6, atol=1e-9)
     assert pooled.is_contiguous(memory_format=torch.channels_last)  # pool_rows reads it back as a view
 
 
@@ -35,7 +36,8 @@ def test_convolution_only_where_it_is_exact(monkeypatch):
         calls.clear()
         with torch.set_grad_enabled(grad), torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
             out = attention_map.average_pool_grid(grid, factor)
-        assert torch.equal(out.float(), F.avg_pool2d(grid, factor, factor, ceil_mode=True).float())
+        assert torch.allclose(out.float(), F.avg_pool2d(grid, factor, factor, ceil_mode=True).float(), rtol=1e-6,
+                              atol=1e-9)
         return bool(calls)
 
     even, odd = channels_last_grid(2, 6, 8, 12), channels_last_grid(2, 6, 9, 12)
@@ -49,7 +51,7 @@ def test_convolution_only_where_it_is_exact(monkeypatch):
 
 def test_lavit_outputs_are_the_same_with_either_pooling(monkeypatch):
     """The carried attention of every stage (grids 16x24 -> 8x12 -> 4x6 -> 2x3: whole windows) is pooled by the
-    convolution, and the backbone's outputs equal those of the avg_pool2d path exactly."""
+    convolution, and the backbone's outputs equal those of the avg_pool2d path (exactly on the CPU we measured)."""
     from vitattn_mm.models.layers import attention_map
     model = build().eval()
     x = torch.randn(1, 3, 64, 96)
@@ -64,4 +66,4 @@ def test_lavit_outputs_are_the_same_with_either_pooling(monkeypatch):
                             lambda grid, factor: F.avg_pool2d(grid, factor, factor, ceil_mode=True))
         plain = model(x)
     for a, b in zip(fast, plain):
-        assert torch.equal(a, b)
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
