@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from conftest import tiny_lavit as build
 
 
-def channels_last_grid(batch, channels, h, w):
+def attention_rows_map(batch, channels, h, w):
     t = torch.rand(batch, h, w, channels)
     return (t / t.sum(-1, keepdim=True)).permute(0, 3, 1, 2)  # rows of an attention matrix, as pool_rows views them
 
@@ -17,7 +17,7 @@ def channels_last_grid(batch, channels, h, w):
                                                          (1, 5, (16, 8), 8)])
 def test_convolution_pooling_equals_avg_pool2d(batch, channels, hw, factor):
     from vitattn_mm.models.layers.attention_map import average_pool_grid
-    grid = channels_last_grid(batch, channels, *hw)
+    grid = attention_rows_map(batch, channels, *hw)
     with torch.no_grad():
         pooled = average_pool_grid(grid, factor)
     assert torch.allclose(pooled, F.avg_pool2d(grid, factor, factor, ceil_mode=True), rtol=1e-6, atol=1e-9)
@@ -40,10 +40,10 @@ def test_convolution_only_where_it_is_exact(monkeypatch):
                               atol=1e-9)
         return bool(calls)
 
-    even, odd = channels_last_grid(2, 6, 8, 12), channels_last_grid(2, 6, 9, 12)
+    even, odd = attention_rows_map(2, 6, 8, 12), attention_rows_map(2, 6, 9, 12)
     assert convolved(even, 2) and convolved(even, 4)
     assert not convolved(odd, 2)  # a partial window in the last row
-    assert not convolved(channels_last_grid(1, 6, 6, 6), 3)  # 1/9 is not exact in binary
+    assert not convolved(attention_rows_map(1, 6, 6, 6), 3)  # 1/9 is not exact in binary
     assert not convolved(even.requires_grad_(), 2, grad=True)
     assert not convolved(even.detach(), 2, autocast=True)
     assert not convolved(even.detach().double(), 2)  # measured and tested in float32 only
